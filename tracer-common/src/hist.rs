@@ -1,0 +1,179 @@
+//! Log-linear latency histogram, shared by the kernel programs (which only
+//! call [`bucket_index`]) and user space (which turns buckets back into
+//! ranges and percentiles).
+//!
+//! Values are nanoseconds. Below `2^SUB_BITS` every value has its own bucket;
+//! above, each power of two is split into `2^SUB_BITS` equal sub-buckets, so a
+//! bucket is never wider than 1/16 of its lower edge. Reporting a bucket's
+//! midpoint is therefore within [`MAX_RELATIVE_ERROR`] of any value in it.
+
+/// log2 of the number of sub-buckets per power of two.
+pub const SUB_BITS: u32 = 4;
+/// Sub-buckets per power of two.
+pub const SUB_BUCKETS: usize = 1 << SUB_BITS;
+/// Largest exponent with its own buckets; bigger values (about 550 s and up)
+/// are counted in the last bucket.
+pub const MAX_EXP: u32 = 39;
+/// Number of buckets.
+pub const NBUCKETS: usize = ((MAX_EXP - SUB_BITS + 2) as usize) * SUB_BUCKETS;
+/// Worst-case relative error of a value reported as its bucket's midpoint.
+pub const MAX_RELATIVE_ERROR: f64 = 1.0 / (2 * SUB_BUCKETS) as f64;
+
+/// Floor of log2 for v > 0, written without loops or `leading_zeros` so that
+/// it compiles to straight-line BPF the verifier accepts on every kernel.
+#[inline(always)]
+pub fn log2_u64(mut v: u64) -> u32 {
+    let mut r = 0;
+    if v >= 1 << 32 {
+        v >>= 32;
+        r += 32;
+    }
+    if v >= 1 << 16 {
+        v >>= 16;
+        r += 16;
+    }
+    if v >= 1 << 8 {
+        v >>= 8;
+        r += 8;
+    }
+    if v >= 1 << 4 {
+        v >>= 4;
+        r += 4;
+    }
+    if v >= 1 << 2 {
+        v >>= 2;
+        r += 2;
+    }
+    if v >= 1 << 1 {
+        r += 1;
+    }
+    r
+}
+
+/// Bucket of a value. Always `< NBUCKETS`.
+#[inline(always)]
+pub fn bucket_index(v: u64) -> usize {
+    if v < SUB_BUCKETS as u64 {
+        return v as usize;
+    }
+    let exp = log2_u64(v);
+    if exp > MAX_EXP {
+        return NBUCKETS - 1;
+    }
+    let shift = exp - SUB_BITS;
+    let sub = ((v >> shift) as usize) & (SUB_BUCKETS - 1);
+    (((exp - SUB_BITS + 1) as usize) << SUB_BITS) | sub
+}
+
+/// Inclusive lower edge of a bucket.
+pub fn bucket_low(index: usize) -> u64 {
+    if index < SUB_BUCKETS {
+        return index as u64;
+    }
+    let exp = (index >> SUB_BITS) as u32 + SUB_BITS - 1;
+    let sub = (index & (SUB_BUCKETS - 1)) as u64;
+    (1u64 << exp) + (sub << (exp - SUB_BITS))
+}
+
+/// Exclusive upper edge of a bucket (the last bucket also holds everything
+/// above it; its nominal edge is returned).
+pub fn bucket_high(index: usize) -> u64 {
+    if index < SUB_BUCKETS {
+        return index as u64 + 1;
+    }
+    let exp = (index >> SUB_BITS) as u32 + SUB_BITS - 1;
+    bucket_low(index) + (1u64 << (exp - SUB_BITS))
+}
+
+/// Latency distribution as the kernel keeps it: one per aggregation row and
+/// CPU, summed in user space.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LatencyHist {
+    /// Number of timed samples (equals the sum of `buckets`).
+    pub samples: u64,
+    /// Sum of all samples, ns.
+    pub sum_ns: u64,
+    /// Largest sample, ns (exact, not bucketed).
+    pub max_ns: u64,
+    pub buckets: [u64; NBUCKETS],
+}
+
+impl LatencyHist {
+    pub const fn zeroed() -> Self {
+        Self { samples: 0, sum_ns: 0, max_ns: 0, buckets: [0; NBUCKETS] }
+    }
+
+    /// Records one sample. Callers in the kernel own a per-CPU copy, so
+    /// plain adds are race-free.
+    #[inline(always)]
+    pub fn record(&mut self, ns: u64) {
+        let index = bucket_index(ns);
+        if let Some(bucket) = self.buckets.get_mut(index) {
+            *bucket += 1;
+        }
+        self.samples += 1;
+        self.sum_ns += ns;
+        if ns > self.max_ns {
+            self.max_ns = ns;
+        }
+    }
+
+    /// Adds another histogram into this one (per-CPU merge).
+    pub fn merge(&mut self, other: &Self) {
+        self.samples += other.samples;
+        self.sum_ns += other.sum_ns;
+        if other.max_ns > self.max_ns {
+            self.max_ns = other.max_ns;
+        }
+        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets.iter()) {
+            *mine += *theirs;
+        }
+    }
+
+    /// `self - earlier`, for per-interval deltas of cumulative kernel
+    /// counters. `max_ns` cannot be differenced; the caller supplies the
+    /// interval's max when it knows one, else the cumulative max is kept.
+    pub fn delta_since(&self, earlier: &Self) -> Self {
+        let mut out = *self;
+        out.samples = self.samples.saturating_sub(earlier.samples);
+        out.sum_ns = self.sum_ns.saturating_sub(earlier.sum_ns);
+        for (o, e) in out.buckets.iter_mut().zip(earlier.buckets.iter()) {
+            *o = o.saturating_sub(*e);
+        }
+        if out.samples == 0 {
+            out.max_ns = 0;
+        }
+        out
+    }
+
+    /// Value at quantile `ppm` (parts per million: 990_000 is p99), as the
+    /// midpoint of the bucket holding it, clamped to the exact maximum.
+    /// `None` without samples.
+    pub fn quantile_ns(&self, ppm: u64) -> Option<u64> {
+        let total: u64 = self.buckets.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        // 1-based rank of the smallest sample with at least `ppm` of all
+        // samples at or below it.
+        let rank = (ppm as u128 * total as u128).div_ceil(1_000_000) as u64;
+        let rank = rank.clamp(1, total);
+        let mut seen = 0;
+        for (index, &count) in self.buckets.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                let low = bucket_low(index);
+                let mid = low + (bucket_high(index) - low) / 2;
+                return Some(if self.max_ns > 0 { mid.min(self.max_ns) } else { mid });
+            }
+        }
+        None
+    }
+}
+
+impl Default for LatencyHist {
+    fn default() -> Self {
+        Self::zeroed()
+    }
+}

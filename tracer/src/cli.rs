@@ -1,0 +1,128 @@
+//! Command-line arguments, all in one place.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tracer",
+    version,
+    about = "eBPF tracing for Linux memory and I/O latency forensics",
+    long_about = "eBPF tracing for Linux memory and I/O latency forensics.\n\n\
+                  Needs root (or CAP_BPF + CAP_PERFMON). Everything it attaches is \
+                  detached when it exits, however it exits."
+)]
+pub struct Cli {
+    /// More diagnostics on stderr (-v, -vv).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace now and print a report at the end (and per --interval).
+    Trace(TraceArgs),
+    /// Show which hooks this kernel offers each family, and which are used.
+    Probes(ProbesArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum FamilyName {
+    /// Block I/O latency per device and operation.
+    Block,
+    /// Page allocation failures with stacks.
+    Alloc,
+    /// OOM kills: victim, trigger, cgroup.
+    Oom,
+    /// Direct and memcg reclaim, compaction, kswapd.
+    Reclaim,
+    /// Transparent huge page splits.
+    Thp,
+}
+
+impl FamilyName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FamilyName::Block => "block",
+            FamilyName::Alloc => "alloc",
+            FamilyName::Oom => "oom",
+            FamilyName::Reclaim => "reclaim",
+            FamilyName::Thp => "thp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TraceArgs {
+    /// Families to trace (default: every family this version implements).
+    #[arg(value_enum)]
+    pub families: Vec<FamilyName>,
+    /// How long to trace, e.g. 10s, 500ms, 2m. Ctrl-C or SIGTERM ends it
+    /// early with the final report.
+    #[arg(short, long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Also print a report every interval, e.g. 1s.
+    #[arg(short, long, value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+    /// JSON instead of text (one object; with --interval, one line per
+    /// interval and the whole run last).
+    #[arg(long)]
+    pub json: bool,
+    /// Write the report to FILE instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Only these disks (e.g. nvme0n1, /dev/sda); repeatable.
+    #[arg(long = "disk", value_name = "NAME")]
+    pub disks: Vec<String>,
+    /// Block latency from insert into the queue (queue + device time)
+    /// instead of from issue to the driver (device time).
+    #[arg(short = 'Q', long)]
+    pub queued: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProbesArgs {
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// "10s", "250ms", "2m", "1h", "1.5s"; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 =
+        number.parse().map_err(|_| format!("`{text}` is not a duration such as 10s or 500ms"))?;
+    let seconds = match unit.trim() {
+        "" | "s" | "sec" => value,
+        "ms" => value / 1000.0,
+        "us" => value / 1e6,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit `{other}` in `{text}`; use ms, s, m or h")),
+    };
+    if !(seconds > 0.0 && seconds.is_finite()) {
+        return Err(format!("`{text}` must be a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 parsecs").unwrap_err().contains("unknown unit"));
+    }
+}

@@ -1,0 +1,152 @@
+//! Struct layouts and enum values from the running kernel's BTF, so no
+//! offset is compiled into tracer.
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use btf_rs::{Btf, Type};
+use fallible_iterator::FallibleIterator as _;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl KernelBtf {
+    pub fn load() -> Result<Self> {
+        let btf = Btf::from_file(VMLINUX_BTF).map_err(|e| {
+            anyhow!(
+                "kernel BTF is not readable at {VMLINUX_BTF} ({e}); this kernel needs \
+                 CONFIG_DEBUG_INFO_BTF for tracer's struct-reading probes"
+            )
+        })?;
+        Ok(Self { btf })
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        Ok(Self { btf: Btf::from_bytes(bytes).map_err(|e| anyhow!("bad BTF: {e}"))? })
+    }
+
+    /// Byte offset of `member` in `struct name`, looking through anonymous
+    /// structs and unions the way C does.
+    pub fn member_offset(&self, name: &str, member: &str) -> Result<u32> {
+        let types = self
+            .btf
+            .resolve_types_by_name(name)
+            .map_err(|e| anyhow!("no type `{name}` in kernel BTF: {e}"))?;
+        for ty in types {
+            if let Type::Struct(s) = &ty
+                && let Some(bits) = self.find_member(s, member)?
+            {
+                if bits % 8 != 0 {
+                    bail!("`{name}.{member}` is a bitfield");
+                }
+                return Ok(bits / 8);
+            }
+        }
+        bail!("`struct {name}` has no member `{member}` in this kernel's BTF")
+    }
+
+    pub fn has_member(&self, name: &str, member: &str) -> bool {
+        self.member_offset(name, member).is_ok()
+    }
+
+    /// Bit offset of `member` within struct/union `s`.
+    fn find_member(&self, s: &btf_rs::Struct, member: &str) -> Result<Option<u32>> {
+        for m in &s.members {
+            let m_name = self.btf.resolve_name(m).unwrap_or_default();
+            if m_name == member {
+                return Ok(Some(m.bit_offset()));
+            }
+            if m_name.is_empty() {
+                // Anonymous struct or union: search inside it.
+                let inner = self.btf.resolve_chained_type(m).context("resolving member type")?;
+                let inner = match inner {
+                    Type::Struct(s) | Type::Union(s) => Some(s),
+                    _ => None,
+                };
+                if let Some(inner) = inner
+                    && let Some(bits) = self.find_member(&inner, member)?
+                {
+                    return Ok(Some(m.bit_offset() + bits));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Value of an enumerator, searched in every enum of the kernel.
+    pub fn enum_value(&self, enumerator: &str) -> Result<i64> {
+        self.enum_values_matching(|name| name == enumerator)
+            .into_iter()
+            .next()
+            .map(|(_, v)| v)
+            .ok_or_else(|| anyhow!("no enumerator `{enumerator}` in kernel BTF"))
+    }
+
+    /// All enumerators of `enum name`.
+    pub fn enum_members(&self, name: &str) -> Result<Vec<(String, i64)>> {
+        let types = self
+            .btf
+            .resolve_types_by_name(name)
+            .map_err(|e| anyhow!("no enum `{name}` in kernel BTF: {e}"))?;
+        for ty in types {
+            match ty {
+                Type::Enum(e) => {
+                    return Ok(e
+                        .members
+                        .iter()
+                        .map(|m| {
+                            let v = if e.is_signed() { m.val() as i32 as i64 } else { m.val() as i64 };
+                            (self.btf.resolve_name(m).unwrap_or_default(), v)
+                        })
+                        .collect());
+                }
+                Type::Enum64(e) => {
+                    return Ok(e
+                        .members
+                        .iter()
+                        .map(|m| (self.btf.resolve_name(m).unwrap_or_default(), m.val() as i64))
+                        .collect());
+                }
+                _ => {}
+            }
+        }
+        bail!("`enum {name}` not found in kernel BTF")
+    }
+
+    fn enum_values_matching(&self, want: impl Fn(&str) -> bool) -> Vec<(String, i64)> {
+        let mut found = Vec::new();
+        let mut types = self.btf.type_iter();
+        while let Ok(Some(ty)) = types.next() {
+            match ty {
+                Type::Enum(e) => {
+                    for m in &e.members {
+                        let name = self.btf.resolve_name(m).unwrap_or_default();
+                        if want(&name) {
+                            let v = if e.is_signed() { m.val() as i32 as i64 } else { m.val() as i64 };
+                            found.push((name, v));
+                        }
+                    }
+                }
+                Type::Enum64(e) => {
+                    for m in &e.members {
+                        let name = self.btf.resolve_name(m).unwrap_or_default();
+                        if want(&name) {
+                            found.push((name, m.val() as i64));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        found
+    }
+
+    pub fn has_type(&self, name: &str) -> bool {
+        self.btf.resolve_ids_by_name(name).is_ok_and(|ids| !ids.is_empty())
+    }
+
+    pub fn inner(&self) -> &Btf {
+        &self.btf
+    }
+}

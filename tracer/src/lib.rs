@@ -1,0 +1,16 @@
+//! tracer: eBPF tracing for Linux memory and I/O latency forensics.
+//!
+//! `main` only wires things: [`cli`] parses, [`session`] runs the kernel
+//! side through the [`families`], which fill one [`model::Report`], which the
+//! [`render`]ers print.
+
+pub mod cli;
+pub mod families;
+pub mod kernel;
+pub mod model;
+pub mod render;
+pub mod session;
+
+/// The kernel programs, built by build.rs and embedded so the binary runs on
+/// hosts without a toolchain.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));

@@ -1,0 +1,4 @@
+//! Renderers: each turns a [`crate::model::Report`] into one output format.
+
+pub mod json;
+pub mod text;

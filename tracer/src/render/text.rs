@@ -1,0 +1,183 @@
+//! Text for terminals, in the form engineers know from biolatency: log2
+//! ranges, counts and bars, plus percentiles from the fine histogram.
+
+use std::fmt::Write as _;
+
+use crate::model::{BlockRow, Bucket, Report};
+
+const BAR_WIDTH: usize = 40;
+
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let w = &report.window;
+    match w.interval {
+        Some(index) => {
+            let _ = writeln!(
+                out,
+                "--- interval {} ({:.1}s - {:.1}s) ---",
+                index + 1,
+                w.offset_s,
+                w.offset_s + w.duration_s
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "{} {} on {} (Linux {}), {:.1}s traced",
+                report.tool, report.version, report.host.hostname, report.host.kernel_release, w.duration_s
+            );
+            for f in &report.families {
+                let detail = if f.detail.is_empty() { String::new() } else { format!(" ({})", f.detail) };
+                let _ = writeln!(out, "  {:<8} {:<11} {}{}", f.family, f.state, f.hook, detail);
+            }
+        }
+    }
+    if report.family("block").is_some_and(|f| f.state == "traced") {
+        render_block(&mut out, &report.block);
+    }
+    render_lost(&mut out, report);
+    for warning in &report.warnings {
+        let _ = writeln!(out, "warning: {warning}");
+    }
+    out
+}
+
+fn render_block(out: &mut String, rows: &[BlockRow]) {
+    let _ = writeln!(out, "\nBlock I/O latency");
+    if rows.is_empty() {
+        let _ = writeln!(out, "  no block requests completed");
+        return;
+    }
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "\n{} ({}) {}: {} requests, {}, {} errors{}",
+            row.device,
+            row.dev,
+            row.op,
+            row.count,
+            human_bytes(row.bytes),
+            row.errors,
+            if row.untimed > 0 {
+                format!(", {} untimed (never issued: empty flush writes, or in flight at start)", row.untimed)
+            } else {
+                String::new()
+            }
+        );
+        render_log2(out, &row.histogram);
+        let l = &row.latency_us;
+        let _ = writeln!(
+            out,
+            "     p50 {}  p90 {}  p99 {}  p99.9 {}  max {} usecs  (percentiles within {:.1}%)",
+            us(l.p50),
+            us(l.p90),
+            us(l.p99),
+            us(l.p999),
+            us(l.max),
+            l.relative_error * 100.0
+        );
+    }
+}
+
+/// Collapses fine buckets into biolatency's log2 microsecond slots (slot 0
+/// is "0 -> 1", slot k is 2^k -> 2^(k+1)-1), by each bucket's midpoint.
+pub fn log2_slots(buckets: &[Bucket]) -> Vec<(u64, u64, u64)> {
+    let mut slots = [0u64; 64];
+    let mut top = None;
+    let mut bottom = None;
+    for b in buckets {
+        let mid_us = ((b.low_us + b.high_us) / 2.0).floor() as u64;
+        let slot = if mid_us < 2 { 0 } else { 63 - mid_us.leading_zeros() as usize };
+        slots[slot] += b.count;
+        top = top.max(Some(slot));
+        bottom = Some(bottom.map_or(slot, |s: usize| s.min(slot)));
+    }
+    let (Some(bottom), Some(top)) = (bottom, top) else {
+        return Vec::new();
+    };
+    (bottom..=top)
+        .map(|slot| {
+            let (low, high) = if slot == 0 { (0, 1) } else { (1u64 << slot, (1u64 << (slot + 1)) - 1) };
+            (low, high, slots[slot])
+        })
+        .collect()
+}
+
+fn render_log2(out: &mut String, buckets: &[Bucket]) {
+    let slots = log2_slots(buckets);
+    if slots.is_empty() {
+        let _ = writeln!(out, "     (no timed requests)");
+        return;
+    }
+    let peak = slots.iter().map(|s| s.2).max().unwrap_or(1).max(1);
+    let _ = writeln!(out, "     {:>19} : {:<8} distribution", "usecs", "count");
+    for (low, high, count) in slots {
+        let stars = ((count as u128 * BAR_WIDTH as u128).div_ceil(peak as u128)) as usize;
+        let stars = if count == 0 { 0 } else { stars.min(BAR_WIDTH) };
+        let _ = writeln!(
+            out,
+            "     {:>8} -> {:<8} : {:<8} |{:<width$}|",
+            low,
+            high,
+            count,
+            "*".repeat(stars),
+            width = BAR_WIDTH
+        );
+    }
+}
+
+fn render_lost(out: &mut String, report: &Report) {
+    if report.lost_events == 0 {
+        let _ = writeln!(out, "\nlost events: 0");
+        return;
+    }
+    let detail: Vec<String> =
+        report.lost.iter().filter(|l| l.count > 0).map(|l| format!("{} {}", l.count, l.reason)).collect();
+    let _ = writeln!(out, "\nlost events: {} ({})", report.lost_events, detail.join(", "));
+}
+
+fn us(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(low_us: f64, high_us: f64, count: u64) -> Bucket {
+        Bucket { low_us, high_us, count }
+    }
+
+    #[test]
+    fn log2_slots_follow_biolatency() {
+        let slots = log2_slots(&[b(0.5, 0.53, 3), b(2.0, 2.1, 1), b(5.0, 5.3, 2), b(40.0, 42.0, 7)]);
+        assert_eq!(slots.first(), Some(&(0, 1, 3)));
+        assert_eq!(slots[1], (2, 3, 1));
+        assert_eq!(slots[2], (4, 7, 2));
+        assert_eq!(slots.last(), Some(&(32, 63, 7)));
+        assert_eq!(slots.iter().map(|s| s.2).sum::<u64>(), 13);
+    }
+
+    #[test]
+    fn bytes_are_human() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 * 1024 * 1024), "3.0 MiB");
+    }
+}
