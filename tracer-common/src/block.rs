@@ -60,9 +60,29 @@ pub struct BlockOffsets {
     pub _pad: u32,
 }
 
-/// Start-time map capacity. Requests that never complete (merged away,
-/// device removed) age out of the LRU instead of leaking.
-pub const BLOCK_START_ENTRIES: u32 = 16384;
+/// One way of the start table: a request's address and its start time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StartWay {
+    /// Address of the `struct request`; 0 marks a free way.
+    pub rq: u64,
+    pub start_ns: u64,
+}
+
+/// Ways per set: four 16-byte ways fill one 64-byte cache line.
+pub const BLOCK_START_WAYS: usize = 4;
+
+/// One set of the start table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StartSet {
+    pub ways: [StartWay; BLOCK_START_WAYS],
+}
+
+/// Sets in the start table (a power of two): 16384 x 4 ways holds 65536
+/// requests in flight in 1 MiB. A direct-indexed table instead of a hash
+/// map, because map updates per request cost several percent of IOPS.
+pub const BLOCK_START_SETS: u32 = 1 << 14;
 /// Rows (device x operation) kept in the kernel.
 pub const BLOCK_ROWS: u32 = 1024;
 /// Devices accepted by the `--disk` filter.

@@ -1,22 +1,27 @@
-//! Block I/O latency: request start (insert or issue) to completion, per
-//! device and operation, aggregated in per-CPU rows.
+//! Block I/O latency: request start (issue, or insert with `--queued`) to
+//! completion, per device and operation, aggregated in per-CPU rows.
+//!
+//! Each tracepoint has two entry points over one body: BTF tracepoints
+//! (`tp_btf`, direct struct loads, cheapest) and raw tracepoints (loads
+//! through `bpf_probe_read_kernel`) for kernels that refuse `tp_btf`. User
+//! space attaches one of the two.
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_F_NO_COMMON_LRU, BPF_NOEXIST},
+    bindings::BPF_NOEXIST,
     helpers::bpf_ktime_get_ns,
-    macros::{map, raw_tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
-    programs::RawTracePointContext,
+    macros::{btf_tracepoint, map, raw_tracepoint},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
+    programs::{BtfTracePointContext, RawTracePointContext},
 };
 use tracer_common::{
     block::{
-        BLOCK_FILTER_ENTRIES, BLOCK_ROWS as BLOCK_ROW_ENTRIES, BLOCK_START_ENTRIES, BlockKey, BlockOffsets,
-        BlockStats,
+        BLOCK_FILTER_ENTRIES, BLOCK_ROWS as BLOCK_ROW_ENTRIES, BLOCK_START_SETS, BlockKey, BlockOffsets,
+        BlockStats, StartSet,
     },
     counters::Counter,
 };
 
-use crate::shared::{count, global, read_field};
+use crate::shared::{Direct, Fields, Probe, count, global};
 
 /// Field offsets, filled in from BTF by the loader.
 #[unsafe(no_mangle)]
@@ -37,10 +42,11 @@ static BLOCK_FILTER_DISKS: u8 = 0;
 #[unsafe(no_mangle)]
 static BLOCK_FROM_INSERT: u8 = 0;
 
-/// Start time per in-flight request, keyed by `struct request *`.
+/// Start times of requests in flight: a set-associative table keyed by the
+/// request's address. Bounded by construction; a request that finds its
+/// set full is counted (`block_start_failed`) and completes untimed.
 #[map]
-static BLOCK_START: LruHashMap<u64, u64> =
-    LruHashMap::with_max_entries(BLOCK_START_ENTRIES, BPF_F_NO_COMMON_LRU);
+static BLOCK_START: Array<StartSet> = Array::with_max_entries(BLOCK_START_SETS, 0);
 #[map]
 static BLOCK_ROWS: PerCpuHashMap<BlockKey, BlockStats> =
     PerCpuHashMap::with_max_entries(BLOCK_ROW_ENTRIES, 0);
@@ -51,20 +57,30 @@ static BLOCK_DISKS: HashMap<u32, u8> = HashMap::with_max_entries(BLOCK_FILTER_EN
 #[map]
 static BLOCK_ZERO: PerCpuArray<BlockStats> = PerCpuArray::with_max_entries(1, 0);
 
+/// Which set of the start table holds a request (Fibonacci hashing).
+#[inline(always)]
+fn start_set(addr: u64) -> Option<*mut StartSet> {
+    let index = (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 50) as u32 & (BLOCK_START_SETS - 1);
+    BLOCK_START.get_ptr_mut(index)
+}
+
 /// `dev_t` of the disk a request belongs to.
 #[inline(always)]
-fn request_dev(rq: u64, offsets: &BlockOffsets) -> Option<u32> {
+fn request_dev<F: Fields>(rq: u64, offsets: &BlockOffsets) -> Option<u32> {
     let disk: u64 = if offsets.rq_disk != u32::MAX {
-        read_field(rq, offsets.rq_disk)?
+        F::read(rq, offsets.rq_disk)?
     } else {
-        let queue: u64 = read_field(rq, offsets.rq_q)?;
-        read_field(queue, offsets.q_disk)?
+        let queue: u64 = F::read(rq, offsets.rq_q)?;
+        if queue == 0 {
+            return None;
+        }
+        F::read(queue, offsets.q_disk)?
     };
     if disk == 0 {
         return None;
     }
-    let major: u32 = read_field(disk, offsets.disk_major)?;
-    let minor: u32 = read_field(disk, offsets.disk_first_minor)?;
+    let major: u32 = F::read(disk, offsets.disk_major)?;
+    let minor: u32 = F::read(disk, offsets.disk_first_minor)?;
     Some((major << 20) | minor)
 }
 
@@ -73,73 +89,71 @@ fn disk_wanted(dev: u32) -> bool {
     global(&BLOCK_FILTER_DISKS) == 0 || unsafe { BLOCK_DISKS.get(&dev) }.is_some()
 }
 
+/// Records that `rq` starts now. With `keep_earlier`, a start already
+/// recorded for it (its insert) is kept.
 #[inline(always)]
-fn record_start(rq: u64, flags: u64) {
+fn record_start<F: Fields>(rq: u64, keep_earlier: bool) {
     if global(&BLOCK_FILTER_DISKS) != 0 {
-        let offsets = global(&BLOCK_OFFSETS);
-        match request_dev(rq, &offsets) {
+        match request_dev::<F>(rq, &global(&BLOCK_OFFSETS)) {
             Some(dev) if disk_wanted(dev) => {}
             _ => return,
         }
     }
     let now = unsafe { bpf_ktime_get_ns() };
-    match BLOCK_START.insert(&rq, &now, flags) {
-        Ok(()) => {}
-        // With BPF_NOEXIST an existing entry (the insert time) is the point.
-        Err(err) if flags == BPF_NOEXIST as u64 && err == -17 => {}
-        Err(_) => count(Counter::BlockStartFailed),
+    let addr = F::addr(rq);
+    let Some(set) = start_set(addr) else {
+        return;
+    };
+    let set = unsafe { &mut *set };
+    // Issued again (requeued) or issued after insert: same way.
+    for way in set.ways.iter_mut() {
+        if way.rq == addr {
+            if !keep_earlier {
+                way.start_ns = now;
+            }
+            return;
+        }
     }
+    for way in set.ways.iter_mut() {
+        if way.rq == 0 {
+            way.rq = addr;
+            way.start_ns = now;
+            return;
+        }
+    }
+    count(Counter::BlockStartFailed);
 }
 
-#[raw_tracepoint(tracepoint = "block_rq_insert")]
-pub fn block_rq_insert(ctx: RawTracePointContext) -> i32 {
-    record_start(ctx.arg(0), BPF_ANY as u64);
-    0
+/// Takes `rq`'s start time out of the table.
+#[inline(always)]
+fn take_start(addr: u64) -> Option<u64> {
+    let set = unsafe { &mut *start_set(addr)? };
+    for way in set.ways.iter_mut() {
+        if way.rq == addr {
+            way.rq = 0;
+            return Some(way.start_ns);
+        }
+    }
+    None
 }
 
-#[raw_tracepoint(tracepoint = "block_rq_issue")]
-pub fn block_rq_issue(ctx: RawTracePointContext) -> i32 {
-    // From insert: keep the insert time when there is one; requests that go
-    // straight to the driver are never inserted and start here.
-    let flags = if global(&BLOCK_FROM_INSERT) != 0 { BPF_NOEXIST } else { BPF_ANY };
-    record_start(ctx.arg(0), flags as u64);
-    0
-}
-
-/// A request merged into another is freed without completing: forget it,
-/// so a later request at the same address does not inherit its start.
-#[raw_tracepoint(tracepoint = "block_rq_merge")]
-pub fn block_rq_merge(ctx: RawTracePointContext) -> i32 {
-    let rq: u64 = ctx.arg(0);
-    let _ = BLOCK_START.remove(&rq);
-    0
-}
-
-#[raw_tracepoint(tracepoint = "block_rq_complete")]
-pub fn block_rq_complete(ctx: RawTracePointContext) -> i32 {
-    let rq: u64 = ctx.arg(0);
-    let status: u64 = ctx.arg(1);
-    let nr_bytes: u64 = ctx.arg(2);
+#[inline(always)]
+fn on_complete<F: Fields>(rq: u64, status: u64, nr_bytes: u64) {
     let now = unsafe { bpf_ktime_get_ns() };
-
-    let started = unsafe { BLOCK_START.get(&rq) }.copied();
-    if started.is_some() {
-        let _ = BLOCK_START.remove(&rq);
-    }
-
+    let started = take_start(F::addr(rq));
     let offsets = global(&BLOCK_OFFSETS);
-    let Some(dev) = request_dev(rq, &offsets) else {
-        return 0;
+    let Some(dev) = request_dev::<F>(rq, &offsets) else {
+        return;
     };
     if !disk_wanted(dev) {
-        return 0;
+        return;
     }
-    let Some(cmd_flags) = read_field::<u32>(rq, offsets.rq_cmd_flags) else {
-        return 0;
+    let Some(cmd_flags) = F::read::<u32>(rq, offsets.rq_cmd_flags) else {
+        return;
     };
     let key = BlockKey { dev, op: cmd_flags & offsets.req_op_mask };
     let Some(row) = row_for(&key) else {
-        return 0;
+        return;
     };
     // Per-CPU row: plain updates are race-free.
     let row = unsafe { &mut *row };
@@ -152,7 +166,6 @@ pub fn block_rq_complete(ctx: RawTracePointContext) -> i32 {
         Some(start) if now >= start => row.latency.record(now - start),
         _ => row.untimed += 1,
     }
-    0
 }
 
 #[inline(always)]
@@ -169,4 +182,70 @@ fn row_for(key: &BlockKey) -> Option<*mut BlockStats> {
         }
     }
     BLOCK_ROWS.get_ptr_mut(key)
+}
+
+/// With --queued, an issue keeps the start its insert recorded; requests
+/// that bypass the queue start at issue.
+#[inline(always)]
+fn from_insert() -> bool {
+    global(&BLOCK_FROM_INSERT) != 0
+}
+
+/// A request merged into another is freed without completing: forget it,
+/// so a later request at the same address does not inherit its start.
+#[inline(always)]
+fn on_merge<F: Fields>(rq: u64) {
+    let _ = take_start(F::addr(rq));
+}
+
+// Entry points. Arguments are the tracepoints' TP_PROTO: (struct request *)
+// for insert, issue and merge; (struct request *, blk_status_t error,
+// unsigned int nr_bytes) for complete.
+
+#[btf_tracepoint(function = "block_rq_issue")]
+pub fn block_rq_issue_btf(ctx: BtfTracePointContext) -> i32 {
+    record_start::<Direct>(ctx.arg(0), from_insert());
+    0
+}
+
+#[btf_tracepoint(function = "block_rq_insert")]
+pub fn block_rq_insert_btf(ctx: BtfTracePointContext) -> i32 {
+    record_start::<Direct>(ctx.arg(0), false);
+    0
+}
+
+#[btf_tracepoint(function = "block_rq_merge")]
+pub fn block_rq_merge_btf(ctx: BtfTracePointContext) -> i32 {
+    on_merge::<Direct>(ctx.arg(0));
+    0
+}
+
+#[btf_tracepoint(function = "block_rq_complete")]
+pub fn block_rq_complete_btf(ctx: BtfTracePointContext) -> i32 {
+    on_complete::<Direct>(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "block_rq_issue")]
+pub fn block_rq_issue_raw(ctx: RawTracePointContext) -> i32 {
+    record_start::<Probe>(ctx.arg(0), from_insert());
+    0
+}
+
+#[raw_tracepoint(tracepoint = "block_rq_insert")]
+pub fn block_rq_insert_raw(ctx: RawTracePointContext) -> i32 {
+    record_start::<Probe>(ctx.arg(0), false);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "block_rq_merge")]
+pub fn block_rq_merge_raw(ctx: RawTracePointContext) -> i32 {
+    on_merge::<Probe>(ctx.arg(0));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "block_rq_complete")]
+pub fn block_rq_complete_raw(ctx: RawTracePointContext) -> i32 {
+    on_complete::<Probe>(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    0
 }

@@ -81,6 +81,9 @@ pub struct TraceArgs {
     /// instead of from issue to the driver (device time).
     #[arg(short = 'Q', long)]
     pub queued: bool,
+    /// Use raw tracepoints even where BTF tracepoints work.
+    #[arg(long, hide = true)]
+    pub force_raw_tp: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -35,11 +35,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn kernel_env(notices: &mut Vec<String>) -> Result<KernelEnv> {
+fn kernel_env(notices: &mut Vec<String>, allow_tp_btf: bool) -> Result<KernelEnv> {
     let (tracefs, notice) = Tracefs::find_or_mount()?;
     notices.extend(notice);
     let btf = KernelBtf::load().map_err(|e| e.to_string());
-    Ok(KernelEnv { tracefs, btf })
+    Ok(KernelEnv { tracefs, btf, allow_tp_btf })
 }
 
 pub fn host() -> Host {
@@ -58,7 +58,7 @@ fn plan(name: FamilyName, args: &TraceArgs, disks: &[(String, u32)], env: &Kerne
         FamilyName::Block => {
             let options = BlockOptions { from_insert: args.queued, disks: disks.to_vec() };
             let hooks = block::probe_hooks(env, args.queued);
-            if let Some(missing) = hooks.iter().find(|h| !h.available && needed(h, args.queued)) {
+            if let Some(missing) = hooks.iter().find(|h| h.required && !h.available) {
                 return Planned::Unavailable {
                     family: "block",
                     hook: missing.name.clone(),
@@ -69,7 +69,7 @@ fn plan(name: FamilyName, args: &TraceArgs, disks: &[(String, u32)], env: &Kerne
                 Ok(family) => Planned::Ready(Box::new(family)),
                 Err(e) => Planned::Unavailable {
                     family: "block",
-                    hook: "raw_tp block:*".into(),
+                    hook: "block:block_rq_*".into(),
                     why: e.to_string(),
                 },
             }
@@ -82,10 +82,6 @@ fn plan(name: FamilyName, args: &TraceArgs, disks: &[(String, u32)], env: &Kerne
     }
 }
 
-fn needed(hook: &Hook, queued: bool) -> bool {
-    !hook.name.contains("insert") && !hook.name.contains("merge") || queued
-}
-
 fn trace(args: TraceArgs) -> Result<ExitCode> {
     let started_wall = SystemTime::now();
     let started = Instant::now();
@@ -94,7 +90,7 @@ fn trace(args: TraceArgs) -> Result<ExitCode> {
     let disks = devices::resolve_disks(&args.disks, &devices::list())?;
     let mut sink = Sink::open(&args)?;
     let mut notices = Vec::new();
-    let env = kernel_env(&mut notices)?;
+    let env = kernel_env(&mut notices, !args.force_raw_tp)?;
     for notice in &notices {
         eprintln!("tracer: {notice}");
     }
@@ -188,7 +184,8 @@ fn trace(args: TraceArgs) -> Result<ExitCode> {
     }
     let report = run.report(Scope::Whole, None);
     drop(run); // detaches everything before the report is written
-    sink.write_report(&report, args.json, false)?;
+    // With intervals, JSON is one object per line throughout.
+    sink.write_report(&report, args.json, args.interval.is_some())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -351,7 +348,7 @@ fn humantime(d: Duration) -> String {
 
 fn probes(args: ProbesArgs) -> Result<ExitCode> {
     let mut notices = Vec::new();
-    let env = kernel_env(&mut notices)?;
+    let env = kernel_env(&mut notices, true)?;
     for notice in &notices {
         eprintln!("tracer: {notice}");
     }
@@ -360,10 +357,14 @@ fn probes(args: ProbesArgs) -> Result<ExitCode> {
         let (hooks, verdict) = match name {
             "block" => {
                 let hooks = block::probe_hooks(&env, false);
-                let ok = hooks.iter().filter(|h| needed(h, false)).all(|h| h.available);
+                let ok = hooks.iter().filter(|h| h.required).all(|h| h.available);
+                let flavor = if hooks.iter().any(|h| h.name.starts_with("tp_btf") && h.available) {
+                    "tp_btf"
+                } else {
+                    "raw_tp"
+                };
                 let verdict = if ok {
-                    "traced with raw_tp block_rq_issue -> block_rq_complete (insert with --queued)"
-                        .to_string()
+                    format!("traced with {flavor} block_rq_issue -> block_rq_complete (insert with --queued)")
                 } else {
                     "unavailable: a required hook is missing".to_string()
                 };

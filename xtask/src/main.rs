@@ -1,1 +1,89 @@
-fn main() {}
+//! Project chores: `cargo xtask setup|build|demo|test|bench`.
+//!
+//! Everything a fresh machine needs is installed by `setup`, idempotently;
+//! `demo` and `test` run it first, so they are the only commands a new user
+//! needs.
+
+mod bench;
+mod setup;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what building the kernel programs needs (nightly rust-src, a
+    /// bpf-linker built against the nightly's LLVM). Idempotent.
+    Setup,
+    /// setup, then build the tracer binary (--release for the one to copy to
+    /// other hosts).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// setup, build, then trace a small workload on a scratch loop device for
+    /// a few seconds and print the report. Needs root.
+    Demo,
+    /// setup, then fmt check, clippy, unit tests, and the integration tests
+    /// against the running kernel (root). What CI runs.
+    Test {
+        /// Arguments passed on to `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        cargo_test_args: Vec<String>,
+    },
+    /// Overhead benchmarks against the anchor tools, in one run. Needs root.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Setup => setup::setup(),
+        Command::Build { release } => {
+            setup::setup()?;
+            util::build_tracer(release).map(|_| ())
+        }
+        Command::Demo => demo(),
+        Command::Test { cargo_test_args } => test(&cargo_test_args),
+        Command::Bench(args) => {
+            setup::setup()?;
+            bench::run(args)
+        }
+    }
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    setup::setup()?;
+    util::require_root("the integration tests load eBPF programs and create loop devices")?;
+    util::run(util::cargo().args(["fmt", "--all", "--", "--check"]), "cargo fmt --check")?;
+    util::run(
+        util::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        "cargo clippy",
+    )?;
+    util::build_tracer(false)?;
+    let mut cmd = util::cargo();
+    cmd.args(["test", "--workspace"]).args(extra);
+    util::run(&mut cmd, "cargo test")?;
+    println!("xtask: all checks and tests passed");
+    Ok(())
+}
+
+fn demo() -> Result<()> {
+    setup::setup()?;
+    util::require_root("tracing loads eBPF programs")?;
+    let tracer = util::build_tracer(true)?;
+    let scratch = util::LoopDevice::create(256 << 20)?;
+    println!("xtask: tracing all families for 5s while writing and reading {}", scratch.path());
+    let mut workload = util::direct_io_workload(scratch.path(), std::time::Duration::from_secs(4))?;
+    let status = std::process::Command::new(&tracer).args(["trace", "--duration", "5s"]).status()?;
+    let _ = workload.wait();
+    anyhow::ensure!(status.success(), "tracer exited with {status}");
+    Ok(())
+}

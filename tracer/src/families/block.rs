@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result, bail};
 use aya::{Ebpf, EbpfLoader, maps::PerCpuHashMap};
 use tracer_common::block::{BlockKey, BlockOffsets, BlockStats};
 
-use super::{Family, Hook, KernelEnv, Scope, attach_raw_tracepoint};
+use super::{Family, Hook, KernelEnv, ProgramFlavor, Scope, load_and_attach};
 use crate::{
     kernel::{btf::KernelBtf, devices},
     model::{BlockRow, Percentiles, Report, buckets_of},
@@ -31,6 +31,9 @@ pub struct BlockFamily {
     from_insert: u8,
     /// Raw `req_op` value -> read/write/flush/discard/other.
     op_names: BTreeMap<u32, String>,
+    allow_tp_btf: bool,
+    /// The program flavour that attached.
+    flavor: Option<ProgramFlavor>,
     latest: BlockSnapshot,
     reported: BlockSnapshot,
 }
@@ -55,6 +58,8 @@ impl BlockFamily {
             options,
             offsets,
             op_names,
+            allow_tp_btf: env.allow_tp_btf,
+            flavor: None,
             latest: BlockSnapshot::new(),
             reported: BlockSnapshot::new(),
         })
@@ -120,7 +125,8 @@ impl Family for BlockFamily {
 
     fn hook_summary(&self) -> String {
         let start = if self.options.from_insert { "insert" } else { "issue" };
-        format!("raw_tp block:block_rq_{start} -> block:block_rq_complete, keyed by struct request *")
+        let flavor = self.flavor.map_or("tp_btf or raw_tp", ProgramFlavor::as_str);
+        format!("{flavor} block:block_rq_{start} -> block:block_rq_complete, keyed by struct request *")
     }
 
     fn configure<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
@@ -137,12 +143,11 @@ impl Family for BlockFamily {
                 filter.insert(dev, 1, 0)?;
             }
         }
-        attach_raw_tracepoint(ebpf, "block_rq_issue", "block_rq_issue")?;
-        attach_raw_tracepoint(ebpf, "block_rq_complete", "block_rq_complete")?;
+        let mut tracepoints = vec!["block_rq_issue", "block_rq_complete"];
         if self.options.from_insert {
-            attach_raw_tracepoint(ebpf, "block_rq_insert", "block_rq_insert")?;
-            attach_raw_tracepoint(ebpf, "block_rq_merge", "block_rq_merge")?;
+            tracepoints.extend(["block_rq_insert", "block_rq_merge"]);
         }
+        self.flavor = Some(load_and_attach(ebpf, &tracepoints, self.allow_tp_btf)?);
         Ok(())
     }
 
@@ -182,17 +187,20 @@ pub fn probe_hooks(env: &KernelEnv, from_insert: bool) -> Vec<Hook> {
             let exists = env.tracefs.has_event("block", tp);
             let needed = matches!(*tp, "block_rq_issue" | "block_rq_complete") || from_insert;
             Hook {
-                name: format!("raw_tp block:{tp}"),
+                name: format!("block:{tp}"),
                 available: exists,
                 used: exists && needed && btf_note.is_none(),
+                required: needed,
                 note: if exists { (*what).to_string() } else { "no such tracepoint on this kernel".into() },
             }
         })
         .collect();
+    hooks.push(super::tp_btf_hook(env, &["block_rq_issue", "block_rq_complete"]));
     hooks.push(Hook {
         name: "BTF struct request layout".into(),
         available: btf_note.is_none(),
         used: btf_note.is_none(),
+        required: true,
         note: btf_note
             .unwrap_or_else(|| "device and operation read via rq->q->disk and rq->cmd_flags".into()),
     });

@@ -22,6 +22,9 @@ pub struct KernelEnv {
     pub tracefs: Tracefs,
     /// Kernel BTF, or why it is unavailable.
     pub btf: std::result::Result<KernelBtf, String>,
+    /// False to skip BTF tracepoints and use raw tracepoints
+    /// (`--force-raw-tp`, for tests and for kernels that misbehave).
+    pub allow_tp_btf: bool,
 }
 
 /// One hook a family can use, and whether this kernel has it.
@@ -32,6 +35,8 @@ pub struct Hook {
     pub available: bool,
     /// Whether the family will use it, given the options.
     pub used: bool,
+    /// Whether the family cannot run without it, given the options.
+    pub required: bool,
     /// Why it is unavailable, or what it is for.
     pub note: String,
 }
@@ -60,14 +65,87 @@ pub trait Family {
 /// Names of all families, in report order.
 pub const ALL: [&str; 5] = ["block", "alloc", "oom", "reclaim", "thp"];
 
-/// Attaches a raw tracepoint program by its function name.
-pub fn attach_raw_tracepoint(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<()> {
+/// Which entry points of a family's kernel programs are attached: every
+/// tracepoint program exists as `<tracepoint>_btf` (BTF tracepoint, direct
+/// struct loads) and `<tracepoint>_raw` (raw tracepoint, probe reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgramFlavor {
+    TpBtf,
+    RawTp,
+}
+
+impl ProgramFlavor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProgramFlavor::TpBtf => "tp_btf",
+            ProgramFlavor::RawTp => "raw_tp",
+        }
+    }
+}
+
+/// Loads and attaches `<tp>_btf` for every tracepoint, or, if any of them
+/// will not load (kernel without tp_btf or its BTF), `<tp>_raw` for all:
+/// never a mix.
+pub fn load_and_attach(ebpf: &mut Ebpf, tracepoints: &[&str], allow_tp_btf: bool) -> Result<ProgramFlavor> {
     use anyhow::Context as _;
-    let prog: &mut aya::programs::RawTracePoint = ebpf
-        .program_mut(program)
-        .with_context(|| format!("program {program} missing from the embedded object"))?
-        .try_into()?;
-    prog.load().with_context(|| format!("loading {program}"))?;
-    prog.attach(tracepoint).with_context(|| format!("attaching raw tracepoint {tracepoint}"))?;
-    Ok(())
+    use aya::programs::{BtfTracePoint, RawTracePoint};
+
+    let btf = if allow_tp_btf {
+        aya::Btf::from_sys_fs().map_err(anyhow::Error::from)
+    } else {
+        Err(anyhow::anyhow!("--force-raw-tp"))
+    };
+    let btf_loaded = btf.and_then(|btf| {
+        for tp in tracepoints {
+            let name = format!("{tp}_btf");
+            let prog: &mut BtfTracePoint =
+                ebpf.program_mut(&name).with_context(|| format!("no program {name}"))?.try_into()?;
+            prog.load(tp, &btf).with_context(|| format!("loading {name}"))?;
+        }
+        Ok(())
+    });
+    match btf_loaded {
+        Ok(()) => {
+            for tp in tracepoints {
+                let prog: &mut BtfTracePoint =
+                    ebpf.program_mut(&format!("{tp}_btf")).expect("loaded").try_into()?;
+                prog.attach().with_context(|| format!("attaching tp_btf {tp}"))?;
+            }
+            Ok(ProgramFlavor::TpBtf)
+        }
+        Err(e) => {
+            log::info!("tp_btf unavailable ({e:#}); using raw tracepoints");
+            for tp in tracepoints {
+                let name = format!("{tp}_raw");
+                let prog: &mut RawTracePoint =
+                    ebpf.program_mut(&name).with_context(|| format!("no program {name}"))?.try_into()?;
+                prog.load().with_context(|| format!("loading {name}"))?;
+                prog.attach(tp).with_context(|| format!("attaching raw tracepoint {tp}"))?;
+            }
+            Ok(ProgramFlavor::RawTp)
+        }
+    }
+}
+
+/// Whether BTF tracepoints are possible for `tracepoints` (kernel BTF has
+/// their `btf_trace_*` types); raw tracepoints are the fallback.
+pub fn tp_btf_hook(env: &KernelEnv, tracepoints: &[&str]) -> Hook {
+    let missing: Vec<&str> = match &env.btf {
+        _ if !env.allow_tp_btf => tracepoints.to_vec(),
+        Ok(btf) => {
+            tracepoints.iter().copied().filter(|tp| !btf.has_type(&format!("btf_trace_{tp}"))).collect()
+        }
+        Err(_) => tracepoints.to_vec(),
+    };
+    Hook {
+        name: "tp_btf (direct struct loads)".into(),
+        available: missing.is_empty(),
+        used: missing.is_empty(),
+        required: false,
+        note: if missing.is_empty() {
+            "preferred; raw_tp with probe reads is the fallback".into()
+        } else {
+            format!("no BTF for {}; raw_tp with probe reads is used", missing.join(", "))
+        },
+    }
 }

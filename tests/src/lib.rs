@@ -1,0 +1,278 @@
+//! Shared pieces of the integration tests: the tracer binary under test,
+//! scratch loop devices and cgroups that clean up after themselves (also
+//! when a test fails), and readers of the kernel's own counters.
+//!
+//! Tests run in parallel: each works on its own loop device, pid or cgroup
+//! and filters tracer to it.
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{OnceLock, mpsc},
+    time::{Duration, Instant},
+};
+
+/// Fails the test with what to do when not root: these tests attach eBPF
+/// programs and create devices; passing without them would prove nothing.
+pub fn require_root() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "integration tests need root (they load eBPF programs): run `cargo xtask test` as root"
+    );
+}
+
+/// The tracer binary, freshly built (or `TRACER_BIN`).
+pub fn tracer_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(path) = std::env::var_os("TRACER_BIN") {
+            return PathBuf::from(path);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .args([
+                "build",
+                "--package",
+                "tracer",
+                "--bin",
+                "tracer",
+                "--message-format=json-render-diagnostics",
+            ])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("running cargo build for tracer");
+        assert!(out.status.success(), "building tracer failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "tracer")
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .expect("cargo reported no tracer executable")
+    })
+}
+
+/// A loop device over a file in /dev/shm; detached and deleted on drop.
+pub struct LoopDevice {
+    pub device: String,
+    pub name: String,
+    backing: PathBuf,
+}
+
+impl LoopDevice {
+    pub fn new(tag: &str, bytes: u64) -> Self {
+        let backing = PathBuf::from(format!("/dev/shm/tracer-test-{tag}-{}.img", std::process::id()));
+        std::fs::File::create(&backing).and_then(|f| f.set_len(bytes)).expect("creating loop backing file");
+        let out = Command::new("losetup")
+            .args(["--find", "--show", "--direct-io=on"])
+            .arg(&backing)
+            .output()
+            .expect("running losetup");
+        if !out.status.success() {
+            let _ = std::fs::remove_file(&backing);
+            panic!("losetup failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let device = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let name = device.trim_start_matches("/dev/").to_string();
+        let dev = Self { device, name, backing };
+        dev.wait_idle();
+        dev
+    }
+
+    /// Waits until nothing (udev probing a new device, say) is doing I/O.
+    fn wait_idle(&self) {
+        let mut last = self.stat();
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = self.stat();
+            if now == last && now.in_flight == 0 {
+                return;
+            }
+            last = now;
+        }
+    }
+
+    pub fn stat(&self) -> BlockStat {
+        BlockStat::read(&self.name)
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["--detach", &self.device]).status();
+        let _ = std::fs::remove_file(&self.backing);
+    }
+}
+
+/// /sys/block/<dev>/stat, the fields tracer is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BlockStat {
+    pub reads: u64,
+    pub writes: u64,
+    pub in_flight: u64,
+    pub discards: u64,
+    pub flushes: u64,
+}
+
+impl BlockStat {
+    pub fn read(dev: &str) -> Self {
+        let text = std::fs::read_to_string(format!("/sys/block/{dev}/stat")).expect("reading block stat");
+        let f: Vec<u64> = text.split_whitespace().map(|v| v.parse().unwrap()).collect();
+        // Fields: 0 reads, 4 writes, 8 in flight, 11 discards, 15 flushes.
+        Self { reads: f[0], writes: f[4], in_flight: f[8], discards: f[11], flushes: f[15] }
+    }
+
+    pub fn since(&self, before: &Self) -> Self {
+        Self {
+            reads: self.reads - before.reads,
+            writes: self.writes - before.writes,
+            in_flight: self.in_flight,
+            discards: self.discards - before.discards,
+            flushes: self.flushes - before.flushes,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.reads + self.writes + self.discards + self.flushes
+    }
+}
+
+/// A running tracer. Killed on drop, so a failing test leaves nothing
+/// attached.
+pub struct Tracer {
+    child: Option<Child>,
+    stdout: mpsc::Receiver<String>,
+    stderr_lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!("tracer printed no JSON ({e}); stderr:\n{}\nstdout:\n{}", self.stderr, self.stdout)
+        })
+    }
+
+    /// Every JSON line (for --interval --json).
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line ({e}): {l}")))
+            .collect()
+    }
+}
+
+impl Tracer {
+    /// Starts `tracer ARGS` and waits until it says it is attached.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(tracer_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting tracer");
+        let mut stdout = child.stdout.take().unwrap();
+        let (out_tx, out_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stdout.read_to_string(&mut text);
+            let _ = out_tx.send(text);
+        });
+        let stderr_lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let lines = stderr_lines.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("attached") {
+                    let _ = ready_tx.send(());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let mut tracer = Self { child: Some(child), stdout: out_rx, stderr_lines };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if ready_rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+                return tracer;
+            }
+            let exited = tracer.child.as_mut().unwrap().try_wait().unwrap();
+            if exited.is_some() || Instant::now() > deadline {
+                let done = tracer.finish();
+                panic!("tracer did not attach ({}):\n{}", done.status, done.stderr);
+            }
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// Sends a signal and collects the output.
+    pub fn stop_with(mut self, signal: i32) -> Finished {
+        unsafe { libc::kill(self.pid(), signal) };
+        self.finish()
+    }
+
+    pub fn stop(self) -> Finished {
+        self.stop_with(libc::SIGINT)
+    }
+
+    /// Waits for the tracer to end by itself (its --duration).
+    pub fn finish(&mut self) -> Finished {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = self.stdout.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+        std::thread::sleep(Duration::from_millis(50));
+        let stderr = self.stderr_lines.lock().unwrap().join("\n");
+        Finished { status, stdout, stderr }
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs tracer to completion with `args`.
+pub fn run_tracer(args: &[&str]) -> Finished {
+    let out = Command::new(tracer_bin()).args(args).output().expect("running tracer");
+    Finished {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs a helper workload and returns its stdout.
+pub fn run_helper(helper: &str, args: &[&str]) -> String {
+    let out = Command::new(helper).args(args).output().expect("running tracer-test-helper");
+    assert!(
+        out.status.success(),
+        "helper {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

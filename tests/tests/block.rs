@@ -1,0 +1,178 @@
+//! Block I/O latency against /sys/block/<dev>/stat, on loop devices of the
+//! tests' own.
+
+use serde_json::Value;
+use tracer_tests::{BlockStat, LoopDevice, Tracer, require_root, run_helper};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_tracer-test-helper");
+
+fn rows_of<'a>(report: &'a Value, device: &str) -> Vec<&'a Value> {
+    report["block"].as_array().expect("block rows").iter().filter(|r| r["device"] == device).collect()
+}
+
+fn count_op(rows: &[&Value], op: &str) -> u64 {
+    rows.iter().filter(|r| r["op"] == op).map(|r| r["count"].as_u64().unwrap()).sum()
+}
+
+/// Per row: histogram sum + untimed == count, and ordered percentiles.
+fn assert_row_invariants(rows: &[&Value]) {
+    for row in rows {
+        let hist: u64 =
+            row["histogram"].as_array().unwrap().iter().map(|b| b["count"].as_u64().unwrap()).sum();
+        let count = row["count"].as_u64().unwrap();
+        let untimed = row["untimed"].as_u64().unwrap();
+        assert_eq!(hist + untimed, count, "histogram sum + untimed != count in {row}");
+        let l = &row["latency_us"];
+        let p: Vec<f64> =
+            ["p50", "p90", "p99", "p999", "max"].iter().map(|k| l[k].as_f64().unwrap()).collect();
+        assert!(p.windows(2).all(|w| w[0] <= w[1]), "percentiles out of order: {l}");
+        if hist > 0 {
+            assert!(p[0] > 0.0, "zero median latency: {l}");
+        }
+    }
+}
+
+/// Checks tracer's rows for one device against the stat delta, op by op.
+fn assert_matches_stat(rows: &[&Value], delta: &BlockStat) {
+    assert_eq!(count_op(rows, "read"), delta.reads, "reads");
+    assert_eq!(count_op(rows, "write"), delta.writes, "writes");
+    assert_eq!(count_op(rows, "flush"), delta.flushes, "flushes");
+    assert_eq!(count_op(rows, "discard"), delta.discards, "discards");
+    let total: u64 = rows.iter().map(|r| r["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, delta.total(), "total against reads+writes+discards+flushes");
+}
+
+#[test]
+fn block_counts_equal_the_kernels_block_stat() {
+    counts_equal_block_stat("block-counts", &[], "tp_btf");
+}
+
+/// The same through the raw-tracepoint fallback (probe reads).
+#[test]
+fn raw_tracepoint_fallback_counts_equal_the_kernels_block_stat() {
+    counts_equal_block_stat("block-raw", &["--force-raw-tp"], "raw_tp");
+}
+
+fn counts_equal_block_stat(tag: &str, extra: &[&str], flavor: &str) {
+    require_root();
+    let disk = LoopDevice::new(tag, 64 << 20);
+    let mut args = vec!["trace", "block", "--disk", &disk.name, "--duration", "120s", "--json"];
+    args.extend_from_slice(extra);
+    let tracer = Tracer::start(&args);
+    let before = disk.stat();
+    run_helper(HELPER, &["direct-io", &disk.device, "3000", "2000", "50", "20"]);
+    let delta = disk.stat().since(&before);
+    let done = tracer.stop();
+    assert!(done.status.success(), "tracer failed: {}", done.stderr);
+    let report = done.json();
+
+    assert!(
+        delta.reads >= 3000 && delta.writes >= 2000 && delta.flushes >= 40 && delta.discards >= 20,
+        "{delta:?}"
+    );
+    let rows = rows_of(&report, &disk.name);
+    assert_matches_stat(&rows, &delta);
+    assert_row_invariants(&rows);
+    // Reads all start after tracing began: every one is timed.
+    let read = rows.iter().find(|r| r["op"] == "read").unwrap();
+    assert_eq!(read["untimed"], 0);
+    assert_eq!(read["bytes"].as_u64().unwrap(), delta.reads * 4096);
+    assert_eq!(report["lost_events"], 0);
+    // --disk kept other devices out.
+    assert!(report["block"].as_array().unwrap().iter().all(|r| r["device"] == disk.name.as_str()));
+    let block = report["families"].as_array().unwrap().iter().find(|f| f["family"] == "block").unwrap();
+    assert!(block["hook"].as_str().unwrap().starts_with(flavor), "{block}");
+}
+
+#[test]
+fn interval_reports_sum_to_the_kernels_block_stat() {
+    require_root();
+    let disk = LoopDevice::new("block-interval", 64 << 20);
+    let tracer = Tracer::start(&[
+        "trace",
+        "block",
+        "--disk",
+        &disk.name,
+        "--duration",
+        "120s",
+        "--interval",
+        "300ms",
+        "--json",
+    ]);
+    let before = disk.stat();
+    for _ in 0..4 {
+        run_helper(HELPER, &["direct-io", &disk.device, "800", "600", "40", "5"]);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let delta = disk.stat().since(&before);
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let done = tracer.stop();
+    assert!(done.status.success(), "tracer failed: {}", done.stderr);
+    let lines = done.json_lines();
+    let (whole, intervals) = lines.split_last().expect("at least the final report");
+    assert!(whole["window"]["interval"].is_null(), "last line is the whole run");
+    assert!(intervals.len() >= 3, "expected several intervals, got {}", intervals.len());
+    for (i, interval) in intervals.iter().enumerate() {
+        assert_eq!(interval["window"]["interval"], i as u64);
+        assert_row_invariants(&rows_of(interval, &disk.name));
+    }
+
+    // Sum the intervals per op, plus whatever completed after the last tick
+    // (in the whole-run report but in no interval).
+    let interval_total =
+        |op: &str| -> u64 { intervals.iter().map(|r| count_op(&rows_of(r, &disk.name), op)).sum() };
+    let whole_rows = rows_of(whole, &disk.name);
+    assert_matches_stat(&whole_rows, &delta);
+    for op in ["read", "write", "flush", "discard"] {
+        assert!(interval_total(op) <= count_op(&whole_rows, op), "{op}: intervals exceed the whole run");
+    }
+    // The workload ended 400 ms before the stop and intervals are 300 ms:
+    // the last tick came after it, so the intervals hold all of it.
+    let summed = BlockStat {
+        reads: interval_total("read"),
+        writes: interval_total("write"),
+        flushes: interval_total("flush"),
+        discards: interval_total("discard"),
+        in_flight: 0,
+    };
+    assert_eq!(summed.total(), delta.total(), "intervals summed {summed:?} vs stat {delta:?}");
+}
+
+#[test]
+fn queued_mode_counts_equal_the_kernels_block_stat() {
+    require_root();
+    let disk = LoopDevice::new("block-queued", 64 << 20);
+    let tracer =
+        Tracer::start(&["trace", "block", "--queued", "--disk", &disk.name, "--duration", "120s", "--json"]);
+    let before = disk.stat();
+    run_helper(HELPER, &["direct-io", &disk.device, "1500", "1500", "30", "0"]);
+    let delta = disk.stat().since(&before);
+    let done = tracer.stop();
+    assert!(done.status.success(), "tracer failed: {}", done.stderr);
+    let report = done.json();
+    let rows = rows_of(&report, &disk.name);
+    assert_matches_stat(&rows, &delta);
+    assert_row_invariants(&rows);
+    let block = report["families"].as_array().unwrap().iter().find(|f| f["family"] == "block").unwrap();
+    assert!(block["hook"].as_str().unwrap().contains("block_rq_insert"), "{block}");
+}
+
+#[test]
+fn sigterm_prints_the_final_report() {
+    require_root();
+    let disk = LoopDevice::new("block-sigterm", 16 << 20);
+    let tracer = Tracer::start(&["trace", "block", "--disk", &disk.name, "--duration", "120s"]);
+    let before = disk.stat();
+    run_helper(HELPER, &["direct-io", &disk.device, "100", "0", "0", "0"]);
+    let delta = disk.stat().since(&before);
+    let done = tracer.stop_with(libc::SIGTERM);
+    assert!(done.status.success(), "tracer failed: {}", done.stderr);
+    assert!(done.stderr.contains("terminated"), "{}", done.stderr);
+    let header = format!("{} (", disk.name);
+    let line =
+        done.stdout.lines().find(|l| l.starts_with(&header) && l.contains(" read: ")).unwrap_or_else(|| {
+            panic!("no read line for {} in:\n{}", disk.name, done.stdout);
+        });
+    assert!(line.contains(&format!("read: {} requests", delta.reads)), "{line}");
+    assert!(done.stdout.contains("usecs") && done.stdout.contains("p99"), "{}", done.stdout);
+}

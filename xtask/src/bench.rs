@@ -1,0 +1,279 @@
+//! Overhead benchmarks against the anchor tools, all configurations in one
+//! run, interleaved round by round so drift hits them alike.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, ValueEnum};
+
+use crate::util;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Which benchmarks to run.
+    #[arg(value_enum, default_values_t = [Which::Block])]
+    which: Vec<Which>,
+    /// Rounds per configuration.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Which {
+    Block,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    util::require_root("benchmarks attach eBPF programs")?;
+    let tracer = util::build_tracer(true)?;
+    for which in &args.which {
+        match which {
+            Which::Block => block(&tracer, &args)?,
+        }
+    }
+    Ok(())
+}
+
+/// Installs Debian packages that are missing (anchor tools, workloads).
+fn ensure_packages(programs_and_packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = programs_and_packages
+        .iter()
+        .filter(|(program, _)| !util::exists_on_path(program) && !Path::new(program).exists())
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("bench: installing {}", missing.join(" "));
+    util::run(Command::new("apt-get").arg("update").arg("-q"), "apt-get update")?;
+    util::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        "apt-get install",
+    )
+}
+
+/// A tracing tool running beside the workload.
+struct Attached {
+    child: Child,
+    attach_time: Duration,
+}
+
+impl Attached {
+    /// Starts `cmd` and waits until a line containing `ready` appears on its
+    /// stdout or stderr.
+    fn start(mut cmd: Command, ready: &'static str) -> Result<Self> {
+        let started = Instant::now();
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("starting tool")?;
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if line.contains(ready) {
+                        let _ = tx.send(Ok(()));
+                    } else if line.to_lowercase().contains("error") {
+                        let _ = tx.send(Err(line));
+                    }
+                }
+            });
+        }
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Ok(())) => Ok(Self { child, attach_time: started.elapsed() }),
+            Ok(Err(line)) => {
+                let _ = child.kill();
+                bail!("tool failed to attach: {line}")
+            }
+            Err(_) => {
+                let _ = child.kill();
+                bail!("tool did not report `{ready}` within 60 s")
+            }
+        }
+    }
+
+    /// Peak resident set (VmHWM), KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    fn stop(mut self) -> Result<()> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        bail!("tool did not exit within 30 s of SIGINT")
+    }
+}
+
+struct Sample {
+    value: f64,
+    attach: Option<Duration>,
+    peak_rss_kib: Option<u64>,
+}
+
+/// Runs `workload` once with `tool` attached (or nothing).
+fn measure(tool: Option<(Command, &'static str)>, workload: &dyn Fn() -> Result<f64>) -> Result<Sample> {
+    let attached = match tool {
+        Some((cmd, ready)) => Some(Attached::start(cmd, ready)?),
+        None => None,
+    };
+    let value = workload();
+    let (attach, rss) = match attached {
+        Some(a) => {
+            let rss = a.peak_rss_kib();
+            let t = a.attach_time;
+            a.stop()?;
+            (Some(t), Some(rss))
+        }
+        None => (None, None),
+    };
+    Ok(Sample { value: value?, attach, peak_rss_kib: rss })
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    let n = values.len();
+    if n == 0 {
+        return 0.0;
+    }
+    if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
+}
+
+type ToolFactory<'a> = Box<dyn Fn() -> Option<(Command, &'static str)> + 'a>;
+
+/// Runs every configuration `rounds` times, interleaved, and prints the
+/// table with losses against the first configuration (nothing attached).
+fn compare(
+    title: &str,
+    unit: &str,
+    rounds: usize,
+    configs: &[(&str, ToolFactory<'_>)],
+    workload: &dyn Fn() -> Result<f64>,
+) -> Result<Vec<f64>> {
+    let mut samples: Vec<Vec<Sample>> = configs.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        // Rotate the order each round.
+        for k in 0..configs.len() {
+            let i = (k + round) % configs.len();
+            let s = measure((configs[i].1)(), workload)?;
+            println!("bench: {title} round {} {:<12} {:>12.0} {unit}", round + 1, configs[i].0, s.value);
+            samples[i].push(s);
+        }
+    }
+    let medians: Vec<f64> = samples.iter().map(|s| median(s.iter().map(|x| x.value).collect())).collect();
+    println!("\n{title}: median of {rounds} rounds");
+    println!("  {:<12} {:>12} {:>9} {:>12} {:>12}", "config", unit, "loss", "attach ms", "peak RSS MiB");
+    for (i, (name, _)) in configs.iter().enumerate() {
+        let loss = 1.0 - medians[i] / medians[0];
+        let attach =
+            median(samples[i].iter().filter_map(|s| s.attach.map(|d| d.as_secs_f64() * 1000.0)).collect());
+        let rss = samples[i].iter().filter_map(|s| s.peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0;
+        let (attach, rss) = if i == 0 {
+            ("-".to_string(), "-".to_string())
+        } else {
+            (format!("{attach:.0}"), format!("{rss:.1}"))
+        };
+        println!("  {:<12} {:>12.0} {:>8.1}% {:>12} {:>12}", name, medians[i], loss * 100.0, attach, rss);
+    }
+    Ok(medians)
+}
+
+fn block(tracer: &Path, args: &BenchArgs) -> Result<()> {
+    ensure_packages(&[("fio", "fio"), ("/usr/sbin/biolatency", "libbpf-tools")])?;
+    let device = util::LoopDevice::create(1 << 30)?;
+    // Real pages behind every block, so reads are not served from holes.
+    util::run(
+        Command::new("dd")
+            .args(["if=/dev/zero", "bs=1M", "count=1024", "oflag=direct", "status=none"])
+            .arg(format!("of={}", device.path())),
+        "prefilling the loop device",
+    )?;
+    let fio = |seconds: u64| -> Result<f64> {
+        let out = util::output(
+            Command::new("fio").args([
+                "--name=bench",
+                &format!("--filename={}", device.path()),
+                "--direct=1",
+                "--rw=randread",
+                "--bs=4k",
+                "--iodepth=32",
+                "--ioengine=libaio",
+                "--time_based",
+                &format!("--runtime={seconds}"),
+                "--output-format=json",
+            ]),
+            "fio",
+        )?;
+        let json: serde_json::Value = serde_json::from_str(&out).context("fio JSON")?;
+        json["jobs"][0]["read"]["iops"].as_f64().context("no read iops in fio output")
+    };
+    let seconds = args.seconds;
+    let tracer_path: PathBuf = tracer.to_path_buf();
+    let configs: Vec<(&str, ToolFactory<'_>)> = vec![
+        ("none", Box::new(|| None)),
+        (
+            "tracer",
+            Box::new(move || {
+                let mut cmd = Command::new(&tracer_path);
+                cmd.args(["trace", "block", "--duration", "1h"]);
+                Some((cmd, "attached"))
+            }),
+        ),
+        (
+            "biolatency",
+            Box::new(|| {
+                // libbpf-tools print with stdio: line-buffer it so the
+                // "Tracing..." line arrives while it runs.
+                let mut cmd = Command::new("stdbuf");
+                cmd.args(["-oL", "-eL", "/usr/sbin/biolatency", "-D"]);
+                Some((cmd, "Tracing block device I/O"))
+            }),
+        ),
+    ];
+    println!(
+        "bench: block: fio 4 KiB random reads, queue depth 32, {} on {}, {seconds}s x {} rounds",
+        "libaio",
+        device.path(),
+        args.rounds
+    );
+    let medians = compare("block", "IOPS", args.rounds, &configs, &|| fio(seconds))?;
+    let tracer_loss = 1.0 - medians[1] / medians[0];
+    let bio_loss = 1.0 - medians[2] / medians[0];
+    let ratio = if bio_loss > 0.0 { tracer_loss / bio_loss } else { f64::NAN };
+    println!(
+        "\nblock: tracer loses {:.1}% of IOPS, biolatency -D {:.1}%: ratio {ratio:.2} (target <= 0.50) -> {}",
+        tracer_loss * 100.0,
+        bio_loss * 100.0,
+        if ratio <= 0.5 { "MET" } else { "NOT MET" }
+    );
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! Helpers shared by the xtask commands.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+pub fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+pub fn run(cmd: &mut Command, what: &str) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+pub fn output(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd.stderr(Stdio::inherit()).output().with_context(|| format!("starting {what}"))?;
+    if !out.status.success() {
+        bail!("{what} failed ({})", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn workspace() -> Result<cargo_metadata::Metadata> {
+    cargo_metadata::MetadataCommand::new().no_deps().exec().context("cargo metadata")
+}
+
+pub fn target_dir() -> Result<PathBuf> {
+    Ok(workspace()?.target_directory.into_std_path_buf())
+}
+
+pub fn require_root(why: &str) -> Result<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("this needs root: {why}. Run it as root (for example `sudo -E cargo xtask ...`)");
+    }
+    Ok(())
+}
+
+/// Builds the tracer binary and returns its path.
+pub fn build_tracer(release: bool) -> Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--package", "tracer", "--bin", "tracer"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd, "building tracer")?;
+    let path = target_dir()?.join(if release { "release" } else { "debug" }).join("tracer");
+    println!("xtask: built {}", path.display());
+    Ok(path)
+}
+
+/// A loop device over a file in /dev/shm, detached and deleted on drop.
+pub struct LoopDevice {
+    device: String,
+    backing: PathBuf,
+}
+
+impl LoopDevice {
+    pub fn create(bytes: u64) -> Result<Self> {
+        let backing = PathBuf::from(format!("/dev/shm/tracer-xtask-{}.img", std::process::id()));
+        let file =
+            std::fs::File::create(&backing).with_context(|| format!("creating {}", backing.display()))?;
+        file.set_len(bytes)?;
+        let device = output(
+            Command::new("losetup").args(["--find", "--show", "--direct-io=on"]).arg(&backing),
+            "losetup",
+        );
+        let device = match device {
+            Ok(d) => d.trim().to_string(),
+            Err(e) => {
+                let _ = std::fs::remove_file(&backing);
+                return Err(e);
+            }
+        };
+        Ok(Self { device, backing })
+    }
+
+    pub fn path(&self) -> &str {
+        &self.device
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["--detach", &self.device]).status();
+        let _ = std::fs::remove_file(&self.backing);
+    }
+}
+
+/// A mixed direct I/O workload (dd with oflag/iflag=direct and fsync) in
+/// the background, for demos.
+pub fn direct_io_workload(device: &str, duration: Duration) -> Result<Child> {
+    let script = format!(
+        "end=$(( $(date +%s) + {secs} )); while [ $(date +%s) -lt $end ]; do \
+         dd if=/dev/zero of={device} bs=4k count=256 oflag=direct conv=fsync status=none; \
+         dd if={device} of=/dev/null bs=4k count=256 iflag=direct status=none; done",
+        secs = duration.as_secs().max(1),
+    );
+    Command::new("sh").args(["-c", &script]).spawn().context("starting the demo workload")
+}
+
+pub fn exists_on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| Path::new(&dir).join(program).exists()))
+}
