@@ -177,3 +177,127 @@ impl Default for LatencyHist {
         Self::zeroed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// xorshift64*: deterministic samples without a dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+    }
+
+    #[test]
+    fn log2_matches_leading_zeros() {
+        let mut rng = Rng(7);
+        for _ in 0..100_000 {
+            let v = rng.next() >> (rng.next() % 64);
+            if v > 0 {
+                assert_eq!(log2_u64(v), 63 - v.leading_zeros(), "{v}");
+            }
+        }
+        assert_eq!(log2_u64(1), 0);
+        assert_eq!(log2_u64(u64::MAX), 63);
+    }
+
+    #[test]
+    fn buckets_tile_the_range_without_gaps() {
+        assert_eq!(bucket_low(0), 0);
+        for i in 0..NBUCKETS - 1 {
+            assert_eq!(bucket_high(i), bucket_low(i + 1), "gap after bucket {i}");
+            assert!(bucket_low(i) < bucket_high(i));
+        }
+        assert_eq!(NBUCKETS, 592);
+    }
+
+    #[test]
+    fn every_value_lands_in_its_bucket() {
+        for v in 0..5000u64 {
+            let i = bucket_index(v);
+            assert!(bucket_low(i) <= v && v < bucket_high(i), "{v} in {i}");
+        }
+        let mut rng = Rng(42);
+        let limit = bucket_high(NBUCKETS - 1);
+        for _ in 0..200_000 {
+            let v = rng.next() >> (rng.next() % 64);
+            let i = bucket_index(v);
+            assert!(i < NBUCKETS);
+            if v < limit {
+                assert!(bucket_low(i) <= v && v < bucket_high(i), "{v} in {i}");
+            } else {
+                assert_eq!(i, NBUCKETS - 1, "{v} clamps into the last bucket");
+            }
+        }
+    }
+
+    #[test]
+    fn buckets_are_at_most_a_sixteenth_wide() {
+        for i in SUB_BUCKETS..NBUCKETS {
+            let (low, high) = (bucket_low(i), bucket_high(i));
+            assert!((high - low) * SUB_BUCKETS as u64 <= low, "bucket {i}: [{low}, {high})");
+        }
+    }
+
+    fn exact_quantile(sorted: &[u64], ppm: u64) -> u64 {
+        let rank = ((ppm as u128 * sorted.len() as u128).div_ceil(1_000_000) as usize).clamp(1, sorted.len());
+        sorted[rank - 1]
+    }
+
+    /// The stated error bound holds against exact quantiles of the samples,
+    /// for several shapes of distribution.
+    #[test]
+    fn percentiles_are_within_the_stated_error() {
+        let mut rng = Rng(1234);
+        let shapes: [&dyn Fn(&mut Rng) -> u64; 4] = [
+            &|r| 1 + r.next() % 2_000_000,                      // uniform up to 2 ms
+            &|r| 1000 << (r.next() % 20),                       // powers of two
+            &|r| (r.next() % 1000 + 1) * (r.next() % 1000 + 1), // skewed
+            &|r| if r.next() % 100 == 0 { 50_000_000 } else { 20_000 + r.next() % 5000 }, // outliers
+        ];
+        for shape in shapes {
+            for n in [1usize, 7, 100, 10_000] {
+                let mut samples: Vec<u64> = (0..n).map(|_| shape(&mut rng)).collect();
+                let mut hist = LatencyHist::zeroed();
+                for &s in &samples {
+                    hist.record(s);
+                }
+                samples.sort_unstable();
+                assert_eq!(hist.samples, n as u64);
+                assert_eq!(hist.max_ns, *samples.last().unwrap());
+                for ppm in [500_000, 900_000, 990_000, 999_000, 1_000_000] {
+                    let exact = exact_quantile(&samples, ppm) as f64;
+                    let est = hist.quantile_ns(ppm).unwrap() as f64;
+                    let err = (est - exact).abs() / exact;
+                    assert!(err <= MAX_RELATIVE_ERROR, "ppm {ppm} n {n}: est {est} exact {exact} err {err}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn merge_and_delta_are_inverse() {
+        let mut a = LatencyHist::zeroed();
+        let mut b = LatencyHist::zeroed();
+        for v in [10, 2000, 30_000] {
+            a.record(v);
+        }
+        for v in [5, 70_000] {
+            b.record(v);
+        }
+        let mut sum = a;
+        sum.merge(&b);
+        assert_eq!(sum.samples, 5);
+        assert_eq!(sum.max_ns, 70_000);
+        let back = sum.delta_since(&a);
+        assert_eq!(back.samples, b.samples);
+        assert_eq!(back.sum_ns, b.sum_ns);
+        assert_eq!(back.buckets, b.buckets);
+        assert_eq!(LatencyHist::zeroed().quantile_ns(500_000), None);
+    }
+}

@@ -1,6 +1,6 @@
 //! Types and math shared by the kernel programs (`tracer-ebpf`) and user
 //! space (`tracer`). `no_std`; `#[repr(C)]` so both sides agree on layout.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 pub mod block;
 pub mod counters;

@@ -86,7 +86,7 @@ fn request_dev<F: Fields>(rq: u64, offsets: &BlockOffsets) -> Option<u32> {
 
 #[inline(always)]
 fn disk_wanted(dev: u32) -> bool {
-    global(&BLOCK_FILTER_DISKS) == 0 || unsafe { BLOCK_DISKS.get(&dev) }.is_some()
+    global(&BLOCK_FILTER_DISKS) == 0 || unsafe { BLOCK_DISKS.get(dev) }.is_some()
 }
 
 /// Records that `rq` starts now. With `keep_earlier`, a start already
@@ -174,7 +174,11 @@ fn row_for(key: &BlockKey) -> Option<*mut BlockStats> {
         return Some(row);
     }
     let zero = BLOCK_ZERO.get_ptr(0)?;
-    if let Err(err) = BLOCK_ROWS.insert(key, unsafe { &*zero }, BPF_NOEXIST as u64) {
+    // A reference into the map, not a copy: the row is bigger than the
+    // 512-byte BPF stack.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    let inserted = BLOCK_ROWS.insert(key, unsafe { &*zero }, BPF_NOEXIST as u64);
+    if let Err(err) = inserted {
         // EEXIST: another CPU created it meanwhile; anything else is a full map.
         if err != -17 {
             count(Counter::BlockRowsFull);

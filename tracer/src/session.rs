@@ -39,7 +39,7 @@ fn kernel_env(notices: &mut Vec<String>, allow_tp_btf: bool) -> Result<KernelEnv
     let (tracefs, notice) = Tracefs::find_or_mount()?;
     notices.extend(notice);
     let btf = KernelBtf::load().map_err(|e| e.to_string());
-    Ok(KernelEnv { tracefs, btf, allow_tp_btf })
+    Ok(KernelEnv::new(tracefs, btf, allow_tp_btf))
 }
 
 pub fn host() -> Host {
@@ -135,7 +135,7 @@ fn trace(args: TraceArgs) -> Result<ExitCode> {
     };
     let mut traced: Vec<Box<dyn Family>> = Vec::new();
     for mut family in families {
-        match family.attach(&mut ebpf) {
+        match family.attach(&mut ebpf, &env) {
             Ok(()) => {
                 statuses.push(FamilyStatus {
                     family: family.name().into(),

@@ -260,8 +260,7 @@ fn block(tracer: &Path, args: &BenchArgs) -> Result<()> {
         ),
     ];
     println!(
-        "bench: block: fio 4 KiB random reads, queue depth 32, {} on {}, {seconds}s x {} rounds",
-        "libaio",
+        "bench: block: fio 4 KiB random reads, queue depth 32, libaio on {}, {seconds}s x {} rounds",
         device.path(),
         args.rounds
     );

@@ -20,7 +20,7 @@ pub fn setup() -> Result<()> {
     Ok(())
 }
 
-fn nightly(args: &[&str]) -> Command {
+pub fn nightly(args: &[&str]) -> Command {
     let mut cmd = Command::new("rustup");
     cmd.args(["run", "nightly"]).args(args);
     // Inside `cargo xtask`, these point at the stable toolchain.

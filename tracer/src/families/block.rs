@@ -31,7 +31,6 @@ pub struct BlockFamily {
     from_insert: u8,
     /// Raw `req_op` value -> read/write/flush/discard/other.
     op_names: BTreeMap<u32, String>,
-    allow_tp_btf: bool,
     /// The program flavour that attached.
     flavor: Option<ProgramFlavor>,
     latest: BlockSnapshot,
@@ -58,7 +57,6 @@ impl BlockFamily {
             options,
             offsets,
             op_names,
-            allow_tp_btf: env.allow_tp_btf,
             flavor: None,
             latest: BlockSnapshot::new(),
             reported: BlockSnapshot::new(),
@@ -75,7 +73,7 @@ pub fn resolve_offsets(btf: &KernelBtf) -> Result<BlockOffsets> {
         bail!("neither request.rq_disk nor request_queue.disk is in kernel BTF");
     }
     // REQ_OP_BITS is a macro, but the first request flag bit is defined as it.
-    let op_bits = btf.enum_value("__REQ_FAILFAST_DEV").unwrap_or(8).clamp(1, 31) as u32;
+    let op_bits = btf.enum_value("req_flag_bits", "__REQ_FAILFAST_DEV").unwrap_or(8).clamp(1, 31) as u32;
     Ok(BlockOffsets {
         rq_q: btf.member_offset("request", "q")?,
         rq_cmd_flags: btf.member_offset("request", "cmd_flags")?,
@@ -135,7 +133,7 @@ impl Family for BlockFamily {
         loader.override_global("BLOCK_FROM_INSERT", &self.from_insert, true);
     }
 
-    fn attach(&mut self, ebpf: &mut Ebpf) -> Result<()> {
+    fn attach(&mut self, ebpf: &mut Ebpf, env: &KernelEnv) -> Result<()> {
         if !self.options.disks.is_empty() {
             let mut filter: aya::maps::HashMap<_, u32, u8> =
                 aya::maps::HashMap::try_from(ebpf.map_mut("BLOCK_DISKS").context("BLOCK_DISKS map")?)?;
@@ -147,7 +145,7 @@ impl Family for BlockFamily {
         if self.options.from_insert {
             tracepoints.extend(["block_rq_insert", "block_rq_merge"]);
         }
-        self.flavor = Some(load_and_attach(ebpf, &tracepoints, self.allow_tp_btf)?);
+        self.flavor = Some(load_and_attach(ebpf, &tracepoints, env)?);
         Ok(())
     }
 

@@ -22,9 +22,24 @@ pub struct KernelEnv {
     pub tracefs: Tracefs,
     /// Kernel BTF, or why it is unavailable.
     pub btf: std::result::Result<KernelBtf, String>,
-    /// False to skip BTF tracepoints and use raw tracepoints
-    /// (`--force-raw-tp`, for tests and for kernels that misbehave).
+    /// False skips BTF tracepoints (`--force-raw-tp`).
     pub allow_tp_btf: bool,
+    /// The same BTF parsed by aya, for BTF tracepoints: parsed on first
+    /// use, after the loader (which parses its own) is gone.
+    pub aya_btf: std::cell::OnceCell<Option<aya::Btf>>,
+}
+
+impl KernelEnv {
+    pub fn new(tracefs: Tracefs, btf: std::result::Result<KernelBtf, String>, allow_tp_btf: bool) -> Self {
+        Self { tracefs, btf, allow_tp_btf, aya_btf: std::cell::OnceCell::new() }
+    }
+
+    /// aya's view of kernel BTF, if BTF tracepoints are allowed and it parses.
+    pub fn aya_btf(&self) -> Option<&aya::Btf> {
+        self.aya_btf
+            .get_or_init(|| if self.allow_tp_btf { aya::Btf::from_sys_fs().ok() } else { None })
+            .as_ref()
+    }
 }
 
 /// One hook a family can use, and whether this kernel has it.
@@ -57,7 +72,7 @@ pub trait Family {
     /// One line naming the hook in use, for the report.
     fn hook_summary(&self) -> String;
     fn configure<'a>(&'a self, loader: &mut EbpfLoader<'a>);
-    fn attach(&mut self, ebpf: &mut Ebpf) -> Result<()>;
+    fn attach(&mut self, ebpf: &mut Ebpf, env: &KernelEnv) -> Result<()>;
     fn sample(&mut self, ebpf: &mut Ebpf) -> Result<()>;
     fn fill(&mut self, report: &mut Report, scope: Scope);
 }
@@ -86,21 +101,17 @@ impl ProgramFlavor {
 /// Loads and attaches `<tp>_btf` for every tracepoint, or, if any of them
 /// will not load (kernel without tp_btf or its BTF), `<tp>_raw` for all:
 /// never a mix.
-pub fn load_and_attach(ebpf: &mut Ebpf, tracepoints: &[&str], allow_tp_btf: bool) -> Result<ProgramFlavor> {
+pub fn load_and_attach(ebpf: &mut Ebpf, tracepoints: &[&str], env: &KernelEnv) -> Result<ProgramFlavor> {
     use anyhow::Context as _;
     use aya::programs::{BtfTracePoint, RawTracePoint};
 
-    let btf = if allow_tp_btf {
-        aya::Btf::from_sys_fs().map_err(anyhow::Error::from)
-    } else {
-        Err(anyhow::anyhow!("--force-raw-tp"))
-    };
+    let btf = env.aya_btf().context("no kernel BTF for tp_btf, or --force-raw-tp");
     let btf_loaded = btf.and_then(|btf| {
         for tp in tracepoints {
             let name = format!("{tp}_btf");
             let prog: &mut BtfTracePoint =
                 ebpf.program_mut(&name).with_context(|| format!("no program {name}"))?.try_into()?;
-            prog.load(tp, &btf).with_context(|| format!("loading {name}"))?;
+            prog.load(tp, btf).with_context(|| format!("loading {name}"))?;
         }
         Ok(())
     });

@@ -124,8 +124,19 @@ fn parse_field(rest: &str) -> Result<Field> {
             signed = v == "1";
         }
     }
-    // The name is the last identifier of the declaration, before any `[N]`.
-    let decl_no_array = decl.split('[').next().unwrap_or(decl).trim();
+    // The name is the last identifier once array brackets are gone, which
+    // may follow it (`char rwbs[10]`) or the type (`__data_loc char[] cmd`).
+    let mut decl_no_array = String::new();
+    let mut depth = 0;
+    for c in decl.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            _ if depth == 0 => decl_no_array.push(c),
+            _ => {}
+        }
+    }
+    let decl_no_array = decl_no_array.trim();
     let split = decl_no_array.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |i| i + 1);
     let name = decl_no_array[split..].to_string();
     let c_type = decl_no_array[..split].trim().to_string();

@@ -110,7 +110,8 @@ fn render_log2(out: &mut String, buckets: &[Bucket]) {
         return;
     }
     let peak = slots.iter().map(|s| s.2).max().unwrap_or(1).max(1);
-    let _ = writeln!(out, "     {:>19} : {:<8} distribution", "usecs", "count");
+    // Rows are "     {8} -> {8}": the header's columns line up with them.
+    let _ = writeln!(out, "     {:>8}{:12} : {:<8} distribution", "usecs", "", "count");
     for (low, high, count) in slots {
         let stars = ((count as u128 * BAR_WIDTH as u128).div_ceil(peak as u128)) as usize;
         let stars = if count == 0 { 0 } else { stars.min(BAR_WIDTH) };
