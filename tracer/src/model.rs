@@ -16,6 +16,13 @@ pub struct Report {
     pub families: Vec<FamilyStatus>,
     #[serde(default)]
     pub block: Vec<BlockRow>,
+    /// Page allocation failures grouped by stack, most frequent first.
+    #[serde(default)]
+    pub alloc_failures: Vec<AllocFailure>,
+    /// Free pages per zone and order, taken at the first failure of each
+    /// order (how fragmented memory was).
+    #[serde(default)]
+    pub zone_snapshots: Vec<ZoneSnapshot>,
     /// Sum of everything in `lost`.
     pub lost_events: u64,
     /// What the kernel side could not record, by reason.
@@ -102,6 +109,94 @@ pub struct Bucket {
     pub low_us: f64,
     pub high_us: f64,
     pub count: u64,
+}
+
+/// One stack frame, resolved addr2line-style where possible.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Frame {
+    /// Address as captured (kernel: kernel virtual address; user: address
+    /// in the process).
+    pub addr: u64,
+    /// Function, demangled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symbol: Option<String>,
+    /// `addr - start of symbol`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// "kernel", or the path of the binary or library.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// Functions inlined at this address, outermost first; the innermost
+    /// is where `addr` really is.
+    #[serde(default)]
+    pub inlined: Vec<InlinedFrame>,
+    /// User frames: offset in `module` and its GNU build id, so the frame
+    /// can be resolved again on another machine with the same files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InlinedFrame {
+    pub symbol: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+}
+
+/// Page allocation failures that share kernel stack, user stack, order, gfp
+/// mode and process.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AllocFailure {
+    pub count: u64,
+    pub order: u32,
+    /// Decoded as the kernel prints it: `GFP_KERNEL|__GFP_NOWARN|...`.
+    pub gfp: String,
+    pub gfp_flags: u64,
+    /// `__GFP_DIRECT_RECLAIM` set: the allocation could have reclaimed
+    /// memory and still failed (atomic ones are expected to fail under
+    /// pressure).
+    pub can_reclaim: bool,
+    pub migratetype: String,
+    pub pid: u32,
+    pub comm: String,
+    /// Memory cgroup path, when known.
+    pub cgroup: String,
+    /// Seconds since the start of tracing.
+    pub first_seen_s: f64,
+    pub last_seen_s: f64,
+    pub kernel_stack: Vec<Frame>,
+    pub user_stack: Vec<Frame>,
+}
+
+/// Free pages per zone and order at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ZoneSnapshot {
+    /// Seconds since the start of tracing.
+    pub at_s: f64,
+    /// Why it was taken, e.g. "first order-3 failure".
+    pub reason: String,
+    pub zones: Vec<ZoneFree>,
+}
+
+/// One line of /proc/buddyinfo, and the zone's lines of /proc/pagetypeinfo
+/// when readable.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ZoneFree {
+    pub node: u32,
+    pub zone: String,
+    /// Free blocks of each order, 0 first.
+    pub free_blocks: Vec<u64>,
+    /// Per migrate type ("Unmovable", ...): free blocks of each order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_migratetype: Vec<(String, Vec<u64>)>,
 }
 
 pub fn ns_to_us(ns: u64) -> f64 {
