@@ -276,3 +276,155 @@ pub fn run_helper(helper: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A memory cgroup of the test's own (cgroup v1 `memory` hierarchy, or the
+/// unified one); removed on drop after its tasks are gone.
+pub struct MemCgroup {
+    pub dir: PathBuf,
+    /// Path in the hierarchy, as `tracer --cgroup` takes it.
+    pub path: String,
+}
+
+impl MemCgroup {
+    pub fn new(tag: &str) -> Self {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let root = mountinfo
+            .lines()
+            .filter_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                let mut right = right.split_whitespace();
+                let (fstype, _, opts) = (right.next()?, right.next()?, right.next().unwrap_or(""));
+                (fstype == "cgroup" && opts.split(',').any(|o| o == "memory"))
+                    .then(|| left.split_whitespace().nth(4).unwrap().to_string())
+            })
+            .next()
+            .expect("a cgroup v1 memory hierarchy (the tests use memory.limit_in_bytes)");
+        let path = format!("/tracer-test-{tag}-{}", std::process::id());
+        let dir = PathBuf::from(root).join(path.trim_start_matches('/'));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        Self { dir, path }
+    }
+
+    pub fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.join(file)).unwrap_or_default()
+    }
+
+    /// `oom_kill` from memory.oom_control.
+    pub fn oom_kills(&self) -> u64 {
+        self.read("memory.oom_control")
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for MemCgroup {
+    fn drop(&mut self) {
+        // Tasks still inside (a failed test) go back to the root first.
+        if let Ok(procs) = std::fs::read_to_string(self.dir.join("cgroup.procs")) {
+            let root_procs = self.dir.parent().unwrap().join("cgroup.procs");
+            for pid in procs.lines() {
+                let _ = std::fs::write(&root_procs, pid);
+            }
+        }
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A private tracefs instance counting one event through a filter: an
+/// independent count of what tracer should see. Removed on drop.
+pub struct FtraceCount {
+    instance: PathBuf,
+    event: String,
+}
+
+impl FtraceCount {
+    pub fn new(tag: &str, event: &str, filter: &str) -> Self {
+        let tracing = Path::new("/sys/kernel/tracing");
+        if !tracing.join("instances").is_dir() {
+            let _ = Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]).status();
+        }
+        let instance = tracing.join("instances").join(format!("tracer-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir(&instance).expect("creating a tracefs instance");
+        let count = Self { instance, event: event.to_string() };
+        let dir = count.instance.join("events").join(event);
+        std::fs::write(dir.join("filter"), filter).expect("setting the event filter");
+        std::fs::write(dir.join("enable"), "1").expect("enabling the event");
+        count
+    }
+
+    /// Events recorded; fails if the buffer overran (the count would lie).
+    pub fn count(&self) -> u64 {
+        let _ = std::fs::write(self.instance.join("events").join(&self.event).join("enable"), "0");
+        for cpu in std::fs::read_dir(self.instance.join("per_cpu")).unwrap().flatten() {
+            let stats = std::fs::read_to_string(cpu.path().join("stats")).unwrap();
+            assert!(stats.contains("overrun: 0\n"), "ftrace buffer overran: {stats}");
+        }
+        let name = self.event.rsplit('/').next().unwrap();
+        let trace = std::fs::read_to_string(self.instance.join("trace")).unwrap();
+        trace.lines().filter(|l| !l.starts_with('#') && l.contains(&format!(" {name}:"))).count() as u64
+    }
+}
+
+impl Drop for FtraceCount {
+    fn drop(&mut self) {
+        let dir = self.instance.join("events").join(&self.event);
+        let _ = std::fs::write(dir.join("enable"), "0");
+        let _ = std::fs::write(dir.join("filter"), "0");
+        let _ = std::fs::remove_dir(&self.instance);
+    }
+}
+
+/// A helper process driven over stdin/stdout, killed on drop.
+pub struct Helper {
+    child: Child,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Helper {
+    pub fn start(helper: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(helper)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting tracer-test-helper");
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Self { child, stdout }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next JSON line the helper prints.
+    pub fn read_json(&mut self) -> serde_json::Value {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("reading the helper");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("helper printed `{line}`: {e}"))
+    }
+
+    pub fn say(&mut self, word: &str) {
+        use std::io::Write as _;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{word}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    pub fn wait(mut self) -> ExitStatus {
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -2,9 +2,13 @@
 //! space (`tracer`). `no_std`; `#[repr(C)]` so both sides agree on layout.
 #![cfg_attr(not(test), no_std)]
 
+pub mod alloc;
 pub mod block;
 pub mod counters;
 pub mod hist;
+pub mod oom;
+pub mod stall;
+pub mod task;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -13,4 +17,17 @@ mod pod {
     unsafe impl aya::Pod for crate::block::BlockKey {}
     unsafe impl aya::Pod for crate::block::BlockStats {}
     unsafe impl aya::Pod for crate::block::BlockOffsets {}
+    unsafe impl aya::Pod for crate::alloc::AllocKey {}
+    unsafe impl aya::Pod for crate::alloc::AllocStats {}
+    unsafe impl aya::Pod for crate::alloc::AllocConfig {}
+    unsafe impl aya::Pod for crate::task::TaskOffsets {}
+    unsafe impl aya::Pod for crate::oom::OomOffsets {}
+    unsafe impl aya::Pod for crate::stall::StallKey {}
+    unsafe impl aya::Pod for crate::stall::StallStats {}
+    unsafe impl aya::Pod for crate::stall::StallStackKey {}
+    unsafe impl aya::Pod for crate::stall::StallStackStats {}
+    unsafe impl aya::Pod for crate::stall::StallConfig {}
+    unsafe impl aya::Pod for crate::stall::SplitKey {}
+    unsafe impl aya::Pod for crate::stall::SplitStats {}
+    unsafe impl aya::Pod for crate::task::TaskFilter {}
 }

@@ -9,9 +9,8 @@
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::bpf_ktime_get_ns,
-    macros::{btf_tracepoint, map, raw_tracepoint},
+    macros::map,
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
-    programs::{BtfTracePointContext, RawTracePointContext},
 };
 use tracer_common::{
     block::{
@@ -21,7 +20,10 @@ use tracer_common::{
     counters::Counter,
 };
 
-use crate::shared::{Direct, Fields, Probe, count, global};
+use crate::{
+    both_flavors,
+    shared::{Fields, count, global},
+};
 
 /// Field offsets, filled in from BTF by the loader.
 #[unsafe(no_mangle)]
@@ -206,50 +208,13 @@ fn on_merge<F: Fields>(rq: u64) {
 // for insert, issue and merge; (struct request *, blk_status_t error,
 // unsigned int nr_bytes) for complete.
 
-#[btf_tracepoint(function = "block_rq_issue")]
-pub fn block_rq_issue_btf(ctx: BtfTracePointContext) -> i32 {
-    record_start::<Direct>(ctx.arg(0), from_insert());
-    0
-}
-
-#[btf_tracepoint(function = "block_rq_insert")]
-pub fn block_rq_insert_btf(ctx: BtfTracePointContext) -> i32 {
-    record_start::<Direct>(ctx.arg(0), false);
-    0
-}
-
-#[btf_tracepoint(function = "block_rq_merge")]
-pub fn block_rq_merge_btf(ctx: BtfTracePointContext) -> i32 {
-    on_merge::<Direct>(ctx.arg(0));
-    0
-}
-
-#[btf_tracepoint(function = "block_rq_complete")]
-pub fn block_rq_complete_btf(ctx: BtfTracePointContext) -> i32 {
-    on_complete::<Direct>(ctx.arg(0), ctx.arg(1), ctx.arg(2));
-    0
-}
-
-#[raw_tracepoint(tracepoint = "block_rq_issue")]
-pub fn block_rq_issue_raw(ctx: RawTracePointContext) -> i32 {
-    record_start::<Probe>(ctx.arg(0), from_insert());
-    0
-}
-
-#[raw_tracepoint(tracepoint = "block_rq_insert")]
-pub fn block_rq_insert_raw(ctx: RawTracePointContext) -> i32 {
-    record_start::<Probe>(ctx.arg(0), false);
-    0
-}
-
-#[raw_tracepoint(tracepoint = "block_rq_merge")]
-pub fn block_rq_merge_raw(ctx: RawTracePointContext) -> i32 {
-    on_merge::<Probe>(ctx.arg(0));
-    0
-}
-
-#[raw_tracepoint(tracepoint = "block_rq_complete")]
-pub fn block_rq_complete_raw(ctx: RawTracePointContext) -> i32 {
-    on_complete::<Probe>(ctx.arg(0), ctx.arg(1), ctx.arg(2));
-    0
-}
+both_flavors!(block_rq_issue_btf, block_rq_issue_raw, "block_rq_issue", |ctx, F| {
+    record_start::<F>(ctx.arg(0), from_insert())
+});
+both_flavors!(block_rq_insert_btf, block_rq_insert_raw, "block_rq_insert", |ctx, F| {
+    record_start::<F>(ctx.arg(0), false)
+});
+both_flavors!(block_rq_merge_btf, block_rq_merge_raw, "block_rq_merge", |ctx, F| on_merge::<F>(ctx.arg(0)));
+both_flavors!(block_rq_complete_btf, block_rq_complete_raw, "block_rq_complete", |ctx, F| {
+    on_complete::<F>(ctx.arg(0), ctx.arg(1), ctx.arg(2))
+});

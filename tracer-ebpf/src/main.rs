@@ -3,8 +3,11 @@
 #![no_std]
 #![no_main]
 
+mod alloc;
 mod block;
+mod oom;
 mod shared;
+mod stall;
 
 #[cfg(not(test))]
 #[panic_handler]

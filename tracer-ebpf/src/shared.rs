@@ -1,8 +1,20 @@
 //! Pieces every probe family uses: the health counters and the two ways of
 //! reading kernel structs.
 
-use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::map, maps::PerCpuArray};
-use tracer_common::counters::{COUNTER_SLOTS, Counter};
+use aya_ebpf::{
+    bindings::BPF_F_USER_STACK,
+    helpers::bpf_probe_read_kernel,
+    macros::map,
+    maps::{PerCpuArray, StackTrace},
+    programs::tracing::StackIdContext,
+};
+use tracer_common::{
+    counters::{COUNTER_SLOTS, Counter},
+    task::{MEMCG_MAX_DEPTH, TaskFilter, TaskOffsets},
+};
+
+/// Stack ids kept (kernel and user stacks together).
+const STACK_ENTRIES: u32 = 16384;
 
 /// Health counters, see [`Counter`].
 #[map]
@@ -79,4 +91,167 @@ impl Fields for Probe {
     fn addr(ptr: u64) -> u64 {
         ptr
     }
+}
+
+/// Kernel and user stacks of the rare events (allocation failures, OOM
+/// triggers, stalls), by id. Without BPF_F_REUSE_STACKID a hash collision
+/// fails the capture (counted) instead of replacing a stack still in use.
+#[map]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(STACK_ENTRIES, 0);
+
+/// Task struct layout, filled in from BTF by the loader.
+#[unsafe(no_mangle)]
+static TASK_OFFSETS: TaskOffsets = TaskOffsets {
+    task_mm: 0,
+    task_cgroups: 0,
+    css_set_memory: 0,
+    css_cgroup: 0,
+    css_parent: 0,
+    cgroup_kn: 0,
+    kn_id: 0,
+    memcg_enabled: 0,
+};
+/// `--pid` and `--cgroup`, shared by the memory families.
+#[unsafe(no_mangle)]
+static TASK_FILTER: TaskFilter = TaskFilter { tgid: 0, _pad: 0, memcg_id: 0 };
+
+/// The current task as a pointer `F` can read through.
+pub trait CurrentTask: Fields {
+    fn current_task() -> u64;
+}
+
+impl CurrentTask for Direct {
+    #[inline(always)]
+    fn current_task() -> u64 {
+        unsafe { aya_ebpf::helpers::bpf_get_current_task_btf() as u64 }
+    }
+}
+
+impl CurrentTask for Probe {
+    #[inline(always)]
+    fn current_task() -> u64 {
+        unsafe { aya_ebpf::helpers::bpf_get_current_task() }
+    }
+}
+
+/// The memory cgroup state (`cgroup_subsys_state *`) of `task`, or 0.
+#[inline(always)]
+fn memcg_css<F: Fields>(task: u64, offsets: &TaskOffsets) -> u64 {
+    if offsets.memcg_enabled == 0 || task == 0 {
+        return 0;
+    }
+    let Some(cset) = F::read::<u64>(task, offsets.task_cgroups) else {
+        return 0;
+    };
+    if cset == 0 {
+        return 0;
+    }
+    F::read::<u64>(cset, offsets.css_set_memory).unwrap_or(0)
+}
+
+/// Id (directory inode) of the cgroup of a memory cgroup state, or 0.
+#[inline(always)]
+fn css_id<F: Fields>(css: u64, offsets: &TaskOffsets) -> u64 {
+    if css == 0 {
+        return 0;
+    }
+    let cgroup = F::read::<u64>(css, offsets.css_cgroup).unwrap_or(0);
+    if cgroup == 0 {
+        return 0;
+    }
+    let kn = F::read::<u64>(cgroup, offsets.cgroup_kn).unwrap_or(0);
+    if kn == 0 {
+        return 0;
+    }
+    F::read::<u64>(kn, offsets.kn_id).unwrap_or(0)
+}
+
+/// Memory cgroup id of `task` (0 when unknown).
+#[inline(always)]
+pub fn task_memcg_id<F: Fields>(task: u64) -> u64 {
+    let offsets = global(&TASK_OFFSETS);
+    css_id::<F>(memcg_css::<F>(task, &offsets), &offsets)
+}
+
+/// Whether a task passes `--pid` and `--cgroup` (its memory cgroup or an
+/// ancestor of it is the one asked for). Returns its memory cgroup id.
+#[inline(always)]
+pub fn task_wanted<F: Fields>(task: u64, tgid: u32) -> Option<u64> {
+    let filter = global(&TASK_FILTER);
+    if filter.tgid != 0 && filter.tgid != tgid {
+        return None;
+    }
+    let offsets = global(&TASK_OFFSETS);
+    let mut css = memcg_css::<F>(task, &offsets);
+    let id = css_id::<F>(css, &offsets);
+    if filter.memcg_id == 0 || id == filter.memcg_id {
+        return Some(id);
+    }
+    for _ in 0..MEMCG_MAX_DEPTH {
+        css = F::read::<u64>(css, offsets.css_parent).unwrap_or(0);
+        if css == 0 {
+            return None;
+        }
+        if css_id::<F>(css, &offsets) == filter.memcg_id {
+            return Some(id);
+        }
+    }
+    None
+}
+
+/// Whether `task` has a user address space (a user stack to capture).
+#[inline(always)]
+pub fn has_user_stack<F: Fields>(task: u64) -> bool {
+    let offsets = global(&TASK_OFFSETS);
+    task != 0 && F::read::<u64>(task, offsets.task_mm).unwrap_or(0) != 0
+}
+
+/// Kernel and user stack ids of the current context; failures (full
+/// buckets, faults) are counted and returned as negative errors. Kernel
+/// threads have no user stack (-1, not counted).
+#[inline(always)]
+pub fn capture_stacks<C: StackIdContext>(ctx: &C, user: bool) -> (i32, i32) {
+    let kernel = match ctx.get_stackid(&STACKS, 0) {
+        Ok(id) => id as i32,
+        Err(err) => {
+            count(Counter::StackFailed);
+            err
+        }
+    };
+    let user = if !user {
+        -1
+    } else {
+        match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
+            Ok(id) => id as i32,
+            Err(err) => {
+                count(Counter::StackFailed);
+                err
+            }
+        }
+    };
+    (kernel, user)
+}
+
+/// Defines a tracepoint's two entry points over one body: `$btf` (BTF
+/// tracepoint, `F` = [`Direct`]) and `$raw` (raw tracepoint, `F` =
+/// [`Probe`]). User space attaches one of the two.
+#[macro_export]
+macro_rules! both_flavors {
+    ($btf:ident, $raw:ident, $tp:literal, |$ctx:ident, $f:ident| $body:expr) => {
+        #[aya_ebpf::macros::btf_tracepoint(function = $tp)]
+        pub fn $btf($ctx: aya_ebpf::programs::BtfTracePointContext) -> i32 {
+            #[allow(dead_code)]
+            type $f = $crate::shared::Direct;
+            $body;
+            0
+        }
+
+        #[aya_ebpf::macros::raw_tracepoint(tracepoint = $tp)]
+        pub fn $raw($ctx: aya_ebpf::programs::RawTracePointContext) -> i32 {
+            #[allow(dead_code)]
+            type $f = $crate::shared::Probe;
+            $body;
+            0
+        }
+    };
 }

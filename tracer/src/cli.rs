@@ -81,6 +81,20 @@ pub struct TraceArgs {
     /// instead of from issue to the driver (device time).
     #[arg(short = 'Q', long)]
     pub queued: bool,
+    /// Only this process (its pid; memory families).
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Only tasks in this memory cgroup or below it, as a path in the
+    /// hierarchy (/db) or in the filesystem (/sys/fs/cgroup/memory/db).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<String>,
+    /// Allocation failures of this order and above only.
+    #[arg(long, default_value_t = 0)]
+    pub min_order: u32,
+    /// A vmlinux with debug info for this kernel: file:line and inlined
+    /// frames in kernel stacks (else symbol+offset from /proc/kallsyms).
+    #[arg(long, value_name = "PATH")]
+    pub vmlinux: Option<PathBuf>,
     /// Use raw tracepoints even where BTF tracepoints work.
     #[arg(long, hide = true)]
     pub force_raw_tp: bool,

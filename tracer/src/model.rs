@@ -23,6 +23,31 @@ pub struct Report {
     /// order (how fragmented memory was).
     #[serde(default)]
     pub zone_snapshots: Vec<ZoneSnapshot>,
+    /// OOM kills, in order.
+    #[serde(default)]
+    pub oom_kills: Vec<OomKill>,
+    /// How hard the kernel tried before killing, in the same window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_retries: Option<OomRetries>,
+    /// Direct and memory cgroup reclaim stalls.
+    #[serde(default)]
+    pub reclaim: Vec<StallRow>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<Compaction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kswapd: Option<Kswapd>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thp: Option<Thp>,
+    /// Individual stalls (reclaim, compaction), longest kept when there
+    /// are more than `stalls_kept_max`; `stalls_dropped` says how many not.
+    #[serde(default)]
+    pub stalls: Vec<Stall>,
+    #[serde(default)]
+    pub stalls_dropped: u64,
+    /// Per interval (the `--interval`, else 1 s): counts side by side so
+    /// that spikes line up.
+    #[serde(default)]
+    pub timeline: Vec<TimelinePoint>,
     /// Sum of everything in `lost`.
     pub lost_events: u64,
     /// What the kernel side could not record, by reason.
@@ -197,6 +222,258 @@ pub struct ZoneFree {
     /// Per migrate type ("Unmovable", ...): free blocks of each order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub by_migratetype: Vec<(String, Vec<u64>)>,
+}
+
+/// One OOM kill.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OomKill {
+    /// Seconds since the start of tracing.
+    pub at_s: f64,
+    pub victim_pid: u32,
+    pub victim_comm: String,
+    pub victim_uid: u32,
+    /// The victim's memory cgroup (where the kill is counted).
+    pub cgroup: String,
+    /// "memcg" (a cgroup limit was hit), "global" (the whole machine ran
+    /// out), or "unknown", from the trigger's kernel stack.
+    pub scope: String,
+    /// For memcg OOMs: the nearest cgroup at or above the trigger's with a
+    /// memory limit, its limit and usage when the kill was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_cgroup: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_bytes: Option<u64>,
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+    pub pgtables_kb: u64,
+    pub oom_score_adj: i32,
+    pub trigger_pid: u32,
+    pub trigger_comm: String,
+    pub trigger_cgroup: String,
+    /// Milliseconds from the kill to the OOM reaper starting and finishing
+    /// on the victim, when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reap_start_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reap_ms: Option<f64>,
+    pub trigger_kernel_stack: Vec<Frame>,
+    pub trigger_user_stack: Vec<Frame>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OomRetries {
+    /// `oom:reclaim_retry_zone` events: reclaim retried before giving up.
+    pub reclaim_retry_zone: u64,
+    /// `oom:compact_retry` events.
+    pub compact_retry: u64,
+}
+
+/// One kind of stall (direct reclaim, memcg reclaim, compaction).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StallRow {
+    /// "direct", "memcg" or "compaction".
+    pub kind: String,
+    pub count: u64,
+    pub total_ms: f64,
+    pub latency_us: Percentiles,
+    pub histogram: Vec<Bucket>,
+    /// Pages reclaimed (reclaim kinds).
+    pub nr_reclaimed: u64,
+    /// Stalls that ended without a begin seen (entered before tracing
+    /// started): counted here, not timed.
+    pub untimed: u64,
+    /// Begins replaced by a later begin of the same thread before their end
+    /// was seen (the thread exited inside the stall, or an event was lost).
+    pub abandoned: u64,
+    /// Busiest processes first.
+    pub processes: Vec<StallBreakdown>,
+    pub cgroups: Vec<StallBreakdown>,
+    /// Where the stalls came from, most total time first (at most 20).
+    pub stacks: Vec<StallStack>,
+}
+
+/// A stall row's share for one process or one cgroup.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StallBreakdown {
+    /// Processes: pid; cgroups: 0.
+    pub pid: u32,
+    pub comm: String,
+    pub cgroup: String,
+    pub count: u64,
+    pub total_ms: f64,
+    pub latency_us: Percentiles,
+    pub nr_reclaimed: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StallStack {
+    pub count: u64,
+    pub total_ms: f64,
+    pub pid: u32,
+    pub kernel_stack: Vec<Frame>,
+    pub user_stack: Vec<Frame>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Compaction {
+    /// Direct compaction runs (per zone), timed.
+    pub stalls: StallRow,
+    /// `mm_compaction_try_to_compact_pages`: direct compaction attempts.
+    pub attempts: u64,
+    /// Results of the runs, by `enum compact_result` name.
+    pub results: Vec<NamedCount>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NamedCount {
+    pub name: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Kswapd {
+    pub wakes: u64,
+    pub sleeps: u64,
+    /// Total time kswapd threads were awake, all nodes.
+    pub awake_ms: f64,
+    /// `mm_vmscan_wakeup_kswapd`: allocations that asked for kswapd.
+    pub wakeups_requested: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Thp {
+    /// How splits are counted: "fentry", "kprobe" (per process, with
+    /// stacks) or "vmstat" (the kernel's global counters only).
+    pub method: String,
+    /// PMD splits (`thp_split_pmd`, or `__split_huge_pmd` calls).
+    pub splits: u64,
+    /// Every `thp_split*` and `*deferred_split*` counter of /proc/vmstat,
+    /// as deltas over the window.
+    pub counters: Vec<NamedCount>,
+    /// Per process; empty with the vmstat method, which has no such detail.
+    pub processes: Vec<ThpProcess>,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThpProcess {
+    pub pid: u32,
+    pub comm: String,
+    pub pmd_splits: u64,
+    pub page_splits: u64,
+    pub kernel_stack: Vec<Frame>,
+}
+
+/// One stall, for time lines.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stall {
+    pub kind: String,
+    /// Seconds since the start of tracing.
+    pub start_s: f64,
+    pub duration_ms: f64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    pub cgroup: String,
+    pub order: i32,
+    /// Pages reclaimed, or the compaction result.
+    pub result: String,
+}
+
+/// Everything per interval, side by side.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TimelinePoint {
+    pub offset_s: f64,
+    pub duration_s: f64,
+    pub block_requests: u64,
+    /// Over all traced disks and operations.
+    pub block_p99_us: f64,
+    pub block_max_us: f64,
+    pub direct_reclaim: StallBrief,
+    pub memcg_reclaim: StallBrief,
+    pub compaction: StallBrief,
+    pub thp_splits: u64,
+    pub kswapd_wakes: u64,
+    pub alloc_failures: u64,
+    pub oom_kills: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StallBrief {
+    pub count: u64,
+    pub total_ms: f64,
+    pub max_ms: f64,
+}
+
+impl TimelinePoint {
+    /// The point of one interval report.
+    pub fn of(report: &Report) -> Self {
+        let brief = |row: Option<&StallRow>| {
+            row.map_or_else(StallBrief::default, |r| StallBrief {
+                count: r.count,
+                total_ms: r.total_ms,
+                max_ms: r.latency_us.max / 1000.0,
+            })
+        };
+        let kind = |k: &str| report.reclaim.iter().find(|r| r.kind == k);
+        let mut block = LatencyHistView::default();
+        for row in &report.block {
+            block.add(&row.histogram);
+        }
+        Self {
+            offset_s: report.window.offset_s,
+            duration_s: report.window.duration_s,
+            block_requests: report.block.iter().map(|r| r.count).sum(),
+            block_p99_us: block.quantile_us(0.99),
+            block_max_us: report.block.iter().map(|r| r.latency_us.max).fold(0.0, f64::max),
+            direct_reclaim: brief(kind("direct")),
+            memcg_reclaim: brief(kind("memcg")),
+            compaction: brief(report.compaction.as_ref().map(|c| &c.stalls)),
+            thp_splits: report.thp.as_ref().map_or(0, |t| t.splits),
+            kswapd_wakes: report.kswapd.as_ref().map_or(0, |k| k.wakes),
+            alloc_failures: report.alloc_failures.iter().map(|a| a.count).sum(),
+            oom_kills: report.oom_kills.len() as u64,
+        }
+    }
+}
+
+/// Histogram buckets of several rows merged, for an overall percentile.
+#[derive(Default)]
+struct LatencyHistView {
+    buckets: Vec<(f64, f64, u64)>,
+}
+
+impl LatencyHistView {
+    fn add(&mut self, buckets: &[Bucket]) {
+        for b in buckets {
+            match self.buckets.iter_mut().find(|x| x.0 == b.low_us) {
+                Some(x) => x.2 += b.count,
+                None => self.buckets.push((b.low_us, b.high_us, b.count)),
+            }
+        }
+    }
+
+    /// Midpoint of the bucket holding quantile `q`.
+    fn quantile_us(&mut self, q: f64) -> f64 {
+        self.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let total: u64 = self.buckets.iter().map(|b| b.2).sum();
+        if total == 0 {
+            return 0.0;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (low, high, count) in &self.buckets {
+            seen += count;
+            if seen >= rank {
+                return (low + high) / 2.0;
+            }
+        }
+        0.0
+    }
 }
 
 pub fn ns_to_us(ns: u64) -> f64 {

@@ -6,27 +6,42 @@ use std::{
     fs::File,
     io::Write as _,
     process::ExitCode,
+    task::Poll,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, Result, bail};
 use aya::{Ebpf, EbpfLoader, maps::PerCpuArray};
 use tokio::signal::unix::{SignalKind, signal};
-use tracer_common::counters::Counter;
+use tracer_common::{
+    counters::Counter,
+    task::{TaskFilter, TaskOffsets},
+};
 
 use crate::{
     cli::{Cli, Command, FamilyName, ProbesArgs, TraceArgs},
     families::{
         Family, Hook, KernelEnv, Scope,
+        alloc::{self, AllocFamily, AllocOptions},
         block::{self, BlockFamily, BlockOptions},
+        oom::{self, OomFamily},
+        reclaim::{self, ReclaimFamily},
+        thp::{self, ThpFamily},
     },
-    kernel::{btf::KernelBtf, caps, devices, tracefs::Tracefs},
-    model::{FamilyStatus, Host, LostCount, Report, Window},
+    kernel::{
+        btf::{KernelBtf, task_offsets},
+        caps,
+        cgroups::Cgroups,
+        devices,
+        tracefs::Tracefs,
+    },
+    model::{FamilyStatus, Host, LostCount, Report, TimelinePoint, Window},
     render,
 };
 
 /// Families this version implements, in report order.
-pub const IMPLEMENTED: [FamilyName; 1] = [FamilyName::Block];
+pub const IMPLEMENTED: [FamilyName; 5] =
+    [FamilyName::Block, FamilyName::Alloc, FamilyName::Oom, FamilyName::Reclaim, FamilyName::Thp];
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
@@ -47,6 +62,18 @@ pub fn host() -> Host {
     Host { hostname: read("/proc/sys/kernel/hostname"), kernel_release: read("/proc/sys/kernel/osrelease") }
 }
 
+/// The hooks a family would use on this kernel with these options.
+fn hooks_for(name: FamilyName, env: &KernelEnv, queued: bool) -> Option<Vec<Hook>> {
+    #[allow(unreachable_patterns)]
+    match name {
+        FamilyName::Block => Some(block::probe_hooks(env, queued)),
+        FamilyName::Alloc => Some(alloc::probe_hooks(env)),
+        FamilyName::Oom => Some(oom::probe_hooks(env)),
+        FamilyName::Reclaim => Some(reclaim::probe_hooks(env)),
+        FamilyName::Thp => Some(thp::probe_hooks(env)),
+    }
+}
+
 /// A family that could be set up, or why it could not.
 enum Planned {
     Ready(Box<dyn Family>),
@@ -54,31 +81,68 @@ enum Planned {
 }
 
 fn plan(name: FamilyName, args: &TraceArgs, disks: &[(String, u32)], env: &KernelEnv) -> Planned {
-    match name {
+    let unavailable = |hook: String, why: String| Planned::Unavailable { family: name.as_str(), hook, why };
+    let Some(hooks) = hooks_for(name, env, args.queued) else {
+        return unavailable(String::new(), "not implemented in this version".into());
+    };
+    if let Some(missing) = hooks.iter().find(|h| h.required && !h.available) {
+        return unavailable(missing.name.clone(), format!("{} is unavailable: {}", missing.name, missing.note));
+    }
+    let family: Result<Box<dyn Family>> = match name {
         FamilyName::Block => {
             let options = BlockOptions { from_insert: args.queued, disks: disks.to_vec() };
-            let hooks = block::probe_hooks(env, args.queued);
-            if let Some(missing) = hooks.iter().find(|h| h.required && !h.available) {
-                return Planned::Unavailable {
-                    family: "block",
-                    hook: missing.name.clone(),
-                    why: format!("{} is unavailable: {}", missing.name, missing.note),
-                };
-            }
-            match BlockFamily::new(options, env) {
-                Ok(family) => Planned::Ready(Box::new(family)),
-                Err(e) => Planned::Unavailable {
-                    family: "block",
-                    hook: "block:block_rq_*".into(),
-                    why: e.to_string(),
-                },
-            }
+            BlockFamily::new(options, env).map(|f| Box::new(f) as Box<dyn Family>)
         }
-        other => Planned::Unavailable {
-            family: other.as_str(),
-            hook: String::new(),
-            why: "not implemented in this version".into(),
-        },
+        FamilyName::Alloc => {
+            let options = AllocOptions { min_order: args.min_order, vmlinux: args.vmlinux.clone() };
+            AllocFamily::new(options, env).map(|f| Box::new(f) as Box<dyn Family>)
+        }
+        FamilyName::Oom => OomFamily::new(args.vmlinux.clone(), env).map(|f| Box::new(f) as Box<dyn Family>),
+        FamilyName::Reclaim => {
+            ReclaimFamily::new(args.vmlinux.clone(), env).map(|f| Box::new(f) as Box<dyn Family>)
+        }
+        FamilyName::Thp => ThpFamily::new().map(|f| Box::new(f) as Box<dyn Family>),
+    };
+    match family {
+        Ok(family) => Planned::Ready(family),
+        Err(e) => unavailable(hooks.first().map(|h| h.name.clone()).unwrap_or_default(), format!("{e:#}")),
+    }
+}
+
+/// Read-only globals every memory family reads: task layout and the
+/// `--pid` / `--cgroup` filter.
+struct SharedGlobals {
+    offsets: TaskOffsets,
+    filter: TaskFilter,
+}
+
+impl SharedGlobals {
+    /// Validates `--pid` and `--cgroup` (before anything is attached).
+    fn new(args: &TraceArgs, env: &KernelEnv, warnings: &mut Vec<String>) -> Result<Self> {
+        let offsets = match &env.btf {
+            Ok(btf) => {
+                let (offsets, warning) = task_offsets(btf);
+                warnings.extend(warning);
+                offsets
+            }
+            Err(_) => TaskOffsets::default(),
+        };
+        let mut filter = TaskFilter::default();
+        if let Some(pid) = args.pid {
+            if pid == 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                bail!("no process with pid {pid}");
+            }
+            filter.tgid = pid;
+        }
+        if let Some(path) = &args.cgroup {
+            let cgroups =
+                Cgroups::find().context("--cgroup: no memory cgroup hierarchy is mounted on this host")?;
+            if offsets.memcg_enabled == 0 {
+                bail!("--cgroup: this kernel's BTF does not describe memory cgroups; cannot filter by cgroup");
+            }
+            filter.memcg_id = cgroups.id_of(path).context("--cgroup")?;
+        }
+        Ok(Self { offsets, filter })
     }
 }
 
@@ -94,6 +158,11 @@ fn trace(args: TraceArgs) -> Result<ExitCode> {
     for notice in &notices {
         eprintln!("tracer: {notice}");
     }
+    let mut warnings = Vec::new();
+    let shared = SharedGlobals::new(&args, &env, &mut warnings)?;
+    // Ring buffers register with the runtime's reactor when attached.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let _runtime_context = runtime.enter();
 
     let requested: Vec<FamilyName> = if args.families.is_empty() {
         IMPLEMENTED.to_vec()
@@ -110,24 +179,19 @@ fn trace(args: TraceArgs) -> Result<ExitCode> {
             Planned::Ready(family) => families.push(family),
             Planned::Unavailable { family, hook, why } => {
                 eprintln!("tracer: {family}: not traced: {why}");
-                statuses.push(FamilyStatus {
-                    family: family.into(),
-                    state: "unavailable".into(),
-                    hook,
-                    detail: why,
-                });
+                statuses.push(FamilyStatus { family: family.into(), state: "unavailable".into(), hook, detail: why });
             }
         }
     }
     if families.is_empty() {
-        bail!(
-            "nothing could be traced (see the reasons above); `tracer probes` lists what this kernel offers"
-        );
+        bail!("nothing could be traced (see the reasons above); `tracer probes` lists what this kernel offers");
     }
 
     raise_memlock_limit();
     let mut ebpf = {
         let mut loader = EbpfLoader::new();
+        loader.override_global("TASK_OFFSETS", &shared.offsets, true);
+        loader.override_global("TASK_FILTER", &shared.filter, true);
         for family in &families {
             family.configure(&mut loader);
         }
@@ -176,13 +240,19 @@ fn trace(args: TraceArgs) -> Result<ExitCode> {
         start_unix_s: started_wall.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
         traced_since: Instant::now(),
         lost_reported: [0; Counter::ALL.len()],
-        warnings: Vec::new(),
+        warnings,
+        timeline: Vec::new(),
+        intervals: 0,
+        interval_start: Instant::now(),
     };
-    let ended_by = run.wait(&args, &mut sink)?;
+    let ended_by = runtime.block_on(run.wait(&args, &mut sink))?;
     if let Some(signal) = ended_by {
         eprintln!("tracer: {signal}: stopping and printing the report");
     }
-    let report = run.report(Scope::Whole, None);
+    // The last, partial interval: intervals always add up to the run.
+    run.interval(&args, &mut sink)?;
+    let mut report = run.report(Scope::Whole, None);
+    report.timeline = std::mem::take(&mut run.timeline);
     drop(run); // detaches everything before the report is written
     // With intervals, JSON is one object per line throughout.
     sink.write_report(&report, args.json, args.interval.is_some())?;
@@ -198,36 +268,55 @@ struct Run {
     traced_since: Instant,
     lost_reported: [u64; Counter::ALL.len()],
     warnings: Vec<String>,
+    timeline: Vec<TimelinePoint>,
+    intervals: u64,
+    interval_start: Instant,
 }
 
+/// Time line resolution without `--interval`.
+const TIMELINE_STEP: Duration = Duration::from_secs(1);
+
 impl Run {
-    /// Waits for the end of the run, printing interval reports. Returns the
-    /// signal that ended it early, if any.
-    fn wait(&mut self, args: &TraceArgs, sink: &mut Sink) -> Result<Option<&'static str>> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        runtime.block_on(async {
-            let mut sigint = signal(SignalKind::interrupt())?;
-            let mut sigterm = signal(SignalKind::terminate())?;
-            let deadline = tokio::time::sleep(args.duration);
-            tokio::pin!(deadline);
-            let period = args.interval.unwrap_or(Duration::from_secs(3600 * 24 * 365));
-            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            let mut index = 0;
-            let mut interval_start = Instant::now();
-            loop {
-                tokio::select! {
-                    _ = &mut deadline => return Ok(None),
-                    _ = sigint.recv() => return Ok(Some("interrupted")),
-                    _ = sigterm.recv() => return Ok(Some("terminated")),
-                    _ = ticker.tick(), if args.interval.is_some() => {
-                        let report = self.report(Scope::Interval, Some((index, interval_start)));
-                        sink.write_report(&report, args.json, true)?;
-                        index += 1;
-                        interval_start = Instant::now();
-                    }
+    /// Closes an interval: a point on the time line, and a report printed
+    /// when `--interval` asked for them.
+    fn interval(&mut self, args: &TraceArgs, sink: &mut Sink) -> Result<()> {
+        let report = self.report(Scope::Interval, Some((self.intervals, self.interval_start)));
+        self.timeline.push(TimelinePoint::of(&report));
+        if args.interval.is_some() {
+            sink.write_report(&report, args.json, true)?;
+        }
+        self.intervals += 1;
+        self.interval_start = Instant::now();
+        Ok(())
+    }
+
+    /// Waits for the end of the run, handling streamed events and printing
+    /// interval reports. Returns the signal that ended it early, if any.
+    async fn wait(&mut self, args: &TraceArgs, sink: &mut Sink) -> Result<Option<&'static str>> {
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let deadline = tokio::time::sleep(args.duration);
+        tokio::pin!(deadline);
+        let period = args.interval.unwrap_or(TIMELINE_STEP);
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        self.interval_start = Instant::now();
+        loop {
+            let events = std::future::poll_fn(|cx| {
+                let mut handled = false;
+                for family in &mut self.families {
+                    handled |= family.poll_events(cx, &self.ebpf).is_ready();
                 }
+                if handled { Poll::Ready(()) } else { Poll::Pending }
+            });
+            tokio::select! {
+                biased;
+                _ = sigint.recv() => return Ok(Some("interrupted")),
+                _ = sigterm.recv() => return Ok(Some("terminated")),
+                _ = events => {}
+                _ = &mut deadline => return Ok(None),
+                _ = ticker.tick() => self.interval(args, sink)?,
             }
-        })
+        }
     }
 
     /// Samples every family and builds a report for `scope`.
@@ -245,23 +334,19 @@ impl Run {
             tool: "tracer".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             host: self.host.clone(),
-            window: Window {
-                start_unix_s: self.start_unix_s + offset_s,
-                offset_s,
-                duration_s,
-                interval: index,
-            },
+            window: Window { start_unix_s: self.start_unix_s + offset_s, offset_s, duration_s, interval: index },
             families: self.statuses.clone(),
+            warnings: self.warnings.clone(),
             ..Report::default()
         };
         for family in &mut self.families {
             if let Err(e) = family.sample(&mut self.ebpf) {
                 let warning = format!("{}: reading kernel data failed: {e:#}", family.name());
-                if !self.warnings.contains(&warning) {
-                    self.warnings.push(warning);
+                if !report.warnings.contains(&warning) {
+                    report.warnings.push(warning);
                 }
             }
-            family.fill(&mut report, scope);
+            family.fill(&mut report, scope, &self.ebpf);
         }
         let lost = read_counters(&self.ebpf);
         let base = if scope == Scope::Interval {
@@ -275,19 +360,14 @@ impl Run {
             .map(|(i, c)| LostCount { reason: c.name().into(), count: lost[i].saturating_sub(base[i]) })
             .collect();
         report.lost_events = report.lost.iter().map(|l| l.count).sum();
-        report.warnings = self.warnings.clone();
         report
     }
 }
 
-/// Sums the per-CPU health counters; zeros if they cannot be read (which
-/// is itself reported as a warning by the caller's sampling).
+/// Sums the per-CPU health counters.
 fn read_counters(ebpf: &Ebpf) -> [u64; Counter::ALL.len()] {
     let mut out = [0; Counter::ALL.len()];
-    let Some(map) = ebpf.map("COUNTERS") else {
-        return out;
-    };
-    let Ok(counters) = PerCpuArray::<_, u64>::try_from(map) else {
+    let Some(counters) = ebpf.map("COUNTERS").and_then(|m| PerCpuArray::<_, u64>::try_from(m).ok()) else {
         return out;
     };
     for (i, counter) in Counter::ALL.iter().enumerate() {
@@ -307,8 +387,7 @@ impl Sink {
     fn open(args: &TraceArgs) -> Result<Self> {
         let file = match &args.output {
             Some(path) => Some(
-                File::create(path)
-                    .with_context(|| format!("cannot write the report to {}", path.display()))?,
+                File::create(path).with_context(|| format!("cannot write the report to {}", path.display()))?,
             ),
             None => None,
         };
@@ -353,26 +432,27 @@ fn probes(args: ProbesArgs) -> Result<ExitCode> {
         eprintln!("tracer: {notice}");
     }
     let mut table: Vec<(&str, Vec<Hook>, String)> = Vec::new();
-    for name in crate::families::ALL {
-        let (hooks, verdict) = match name {
-            "block" => {
-                let hooks = block::probe_hooks(&env, false);
-                let ok = hooks.iter().filter(|h| h.required).all(|h| h.available);
-                let flavor = if hooks.iter().any(|h| h.name.starts_with("tp_btf") && h.available) {
-                    "tp_btf"
-                } else {
-                    "raw_tp"
-                };
-                let verdict = if ok {
-                    format!("traced with {flavor} block_rq_issue -> block_rq_complete (insert with --queued)")
-                } else {
-                    "unavailable: a required hook is missing".to_string()
+    for name in [FamilyName::Block, FamilyName::Alloc, FamilyName::Oom, FamilyName::Reclaim, FamilyName::Thp] {
+        let (hooks, verdict) = match hooks_for(name, &env, false) {
+            Some(hooks) => {
+                let verdict = match hooks.iter().find(|h| h.required && !h.available) {
+                    None => {
+                        let used: Vec<&str> =
+                            hooks.iter().filter(|h| h.used && h.required).map(|h| h.name.as_str()).collect();
+                        let flavor = if hooks.iter().any(|h| h.name.starts_with("tp_btf") && h.used) {
+                            "tp_btf"
+                        } else {
+                            "raw_tp"
+                        };
+                        format!("traced with {flavor} {}", used.join(", "))
+                    }
+                    Some(missing) => format!("unavailable: {} ({})", missing.name, missing.note),
                 };
                 (hooks, verdict)
             }
-            _ => (Vec::new(), "not implemented in this version".to_string()),
+            None => (Vec::new(), "not implemented in this version".to_string()),
         };
-        table.push((name, hooks, verdict));
+        table.push((name.as_str(), hooks, verdict));
     }
     if args.json {
         let value: Vec<serde_json::Value> = table
@@ -382,7 +462,8 @@ fn probes(args: ProbesArgs) -> Result<ExitCode> {
                     "family": family,
                     "verdict": verdict,
                     "hooks": hooks.iter().map(|h| serde_json::json!({
-                        "hook": h.name, "available": h.available, "used": h.used, "note": h.note,
+                        "hook": h.name, "available": h.available, "used": h.used,
+                        "required": h.required, "note": h.note,
                     })).collect::<Vec<_>>(),
                 })
             })
@@ -392,13 +473,7 @@ fn probes(args: ProbesArgs) -> Result<ExitCode> {
         for (family, hooks, verdict) in &table {
             println!("{family}: {verdict}");
             for h in hooks {
-                let mark = if h.used {
-                    "use"
-                } else if h.available {
-                    "ok "
-                } else {
-                    "-- "
-                };
+                let mark = if h.used { "use" } else if h.available { "ok " } else { "-- " };
                 println!("  [{mark}] {:<36} {}", h.name, h.note);
             }
         }

@@ -11,13 +11,36 @@ use std::{
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(command) = args.first() else {
-        eprintln!("usage: tracer-test-helper direct-io DEVICE READS WRITES FSYNC_EVERY DISCARDS");
+        eprintln!(
+            "usage: tracer-test-helper direct-io DEVICE READS WRITES FSYNC_EVERY DISCARDS\n\
+             \x20      tracer-test-helper alloc-fail MEMCG_DIR MAX_FAILURES"
+        );
         std::process::exit(2);
     };
     match command.as_str() {
         "direct-io" => {
             let n = |i: usize| args.get(i).and_then(|v| v.parse::<u64>().ok()).expect("numeric argument");
             direct_io(&args[1], n(2), n(3), n(4), n(5));
+        }
+        "alloc-fail" => {
+            let max_failures = args.get(2).and_then(|v| v.parse().ok()).expect("MAX_FAILURES");
+            alloc_fail(std::path::Path::new(&args[1]), max_failures);
+        }
+        "oom-hog" => {
+            let mb: usize = args.get(2).and_then(|v| v.parse().ok()).expect("MB");
+            oom_hog(std::path::Path::new(&args[1]), mb);
+        }
+        "thp-split" => {
+            let n: u32 = args.get(1).and_then(|v| v.parse().ok()).expect("N");
+            thp_split(n);
+        }
+        "memcg-read" => {
+            let mb: usize = args.get(3).and_then(|v| v.parse().ok()).expect("MB");
+            memcg_read(std::path::Path::new(&args[1]), std::path::Path::new(&args[2]), mb);
+        }
+        "reclaim-pressure" => {
+            let n = |i: usize| args.get(i).and_then(|v| v.parse::<u64>().ok()).expect("numeric argument");
+            reclaim_pressure(std::path::Path::new(&args[1]), n(2), n(3));
         }
         other => {
             eprintln!("unknown helper command {other}");
@@ -67,4 +90,182 @@ fn direct_io(device: &str, reads: u64, writes: u64, fsync_every: u64, discards: 
     }
     unsafe { libc::close(fd) };
     println!("{{\"reads\":{reads},\"writes\":{writes},\"fsyncs\":{syncs},\"discards\":{discards}}}");
+}
+
+/// Waits for a line on stdin: lets the test attach tracer (with --pid) and
+/// read results while this process is still alive.
+fn wait_for(word: &str) {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).expect("reading stdin");
+    assert_eq!(line.trim(), word, "expected `{word}` on stdin");
+}
+
+/// Provokes real page allocation failures (shared/notes/KERNEL-FACTS.md):
+/// in a memory cgroup whose limit is just above its usage, BPF array maps
+/// with one 16 KiB value are created until their order-3 kmalloc
+/// (`__GFP_NORETRY|__GFP_ACCOUNT`) fails its memcg charge.
+fn alloc_fail(memcg: &std::path::Path, max_failures: u32) {
+    use std::io::Write as _;
+    println!("{{\"pid\":{}}}", std::process::id());
+    std::io::stdout().flush().unwrap();
+    wait_for("go");
+    std::fs::write(memcg.join("cgroup.procs"), std::process::id().to_string()).expect("joining the memcg");
+    let usage: u64 = std::fs::read_to_string(memcg.join("memory.usage_in_bytes")).unwrap().trim().parse().unwrap();
+    std::fs::write(memcg.join("memory.limit_in_bytes"), (usage + (1 << 20)).to_string()).expect("setting the limit");
+    let mut fds = Vec::with_capacity(100_000);
+    let mut failures = 0;
+    while failures < max_failures && fds.len() < 100_000 {
+        let fd = create_map();
+        if fd >= 0 {
+            fds.push(fd);
+        } else if fd == -(libc::ENOMEM as i64) {
+            failures += 1;
+        } else {
+            panic!("BPF_MAP_CREATE failed with {fd}");
+        }
+    }
+    println!("{{\"maps\":{},\"failed_creates\":{failures}}}", fds.len());
+    std::io::stdout().flush().unwrap();
+    wait_for("exit");
+    for fd in fds {
+        unsafe { libc::close(fd as i32) };
+    }
+}
+
+#[repr(C)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    rest: [u32; 14],
+}
+
+/// `bpf(BPF_MAP_CREATE)` of an array map with one 16 KiB value. The
+/// syscall instruction is here rather than in libc, so this function is
+/// the innermost user frame of the failing allocation (frame-pointer
+/// unwinding cannot see the caller of a libc leaf function).
+#[inline(never)]
+fn create_map() -> i64 {
+    const SYS_BPF: i64 = 321;
+    const BPF_MAP_CREATE: i64 = 0;
+    const BPF_MAP_TYPE_ARRAY: u32 = 2;
+    let attr = MapCreateAttr { map_type: BPF_MAP_TYPE_ARRAY, key_size: 4, value_size: 16384, max_entries: 1, rest: [0; 14] };
+    let ret: i64;
+    unsafe {
+        std::arch::asm!(
+            "syscall", // ALLOC-CALL
+            inlateout("rax") SYS_BPF => ret,
+            in("rdi") BPF_MAP_CREATE,
+            in("rsi") &attr as *const MapCreateAttr,
+            in("rdx") std::mem::size_of::<MapCreateAttr>(),
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+fn join_memcg(memcg: &std::path::Path) {
+    std::fs::write(memcg.join("cgroup.procs"), std::process::id().to_string()).expect("joining the memcg");
+}
+
+/// Touches `mb` MiB of anonymous memory inside `memcg` (whose limit the test
+/// set lower): the memory cgroup's OOM killer kills this process while
+/// `touch_pages` faults.
+fn oom_hog(memcg: &std::path::Path, mb: usize) {
+    use std::io::Write as _;
+    println!("{{\"pid\":{}}}", std::process::id());
+    std::io::stdout().flush().unwrap();
+    wait_for("go");
+    join_memcg(memcg);
+    let len = mb << 20;
+    let area = unsafe {
+        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+    };
+    assert_ne!(area, libc::MAP_FAILED);
+    touch_pages(area.cast(), len);
+    // Not reached when the limit is below `mb`.
+    println!("{{\"survived\":true}}");
+}
+
+/// Writes one byte per page: each fault charges the memory cgroup.
+#[inline(never)]
+fn touch_pages(area: *mut u8, len: usize) {
+    for offset in (0..len).step_by(4096) {
+        unsafe { std::ptr::write_volatile(area.add(offset), 1) }; // OOM-TOUCH
+    }
+}
+
+/// `n` THP splits (shared/notes/KERNEL-FACTS.md): a 2 MiB-aligned window
+/// madvised MADV_HUGEPAGE and touched (huge page faults), then one 4 KiB
+/// page of it MADV_DONTNEED'd, which splits the PMD.
+fn thp_split(n: u32) {
+    const HUGE: usize = 2 << 20;
+    let mut huge_faults = 0;
+    for _ in 0..n {
+        let len = 8 << 20;
+        let base = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        let aligned = ((base as usize + HUGE - 1) & !(HUGE - 1)) as *mut u8;
+        assert_eq!(unsafe { libc::madvise(aligned.cast(), 2 * HUGE, libc::MADV_HUGEPAGE) }, 0);
+        for offset in (0..2 * HUGE).step_by(4096) {
+            unsafe { std::ptr::write_volatile(aligned.add(offset), 1) };
+        }
+        let smaps = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+        if smaps.lines().any(|l| l.starts_with("AnonHugePages:") && !l.contains(" 0 kB")) {
+            huge_faults += 1;
+        }
+        assert_eq!(unsafe { libc::madvise(aligned.add(HUGE + 4096).cast(), 4096, libc::MADV_DONTNEED) }, 0);
+        unsafe { libc::munmap(base, len) };
+    }
+    println!("{{\"iterations\":{n},\"huge_faults\":{huge_faults}}}");
+}
+
+/// Inside `memcg` (small limit set by the test), writes then re-reads `mb`
+/// MiB of `file`: the page cache it fills is charged to the cgroup, whose
+/// limit forces memory cgroup reclaim.
+fn memcg_read(memcg: &std::path::Path, file: &std::path::Path, mb: usize) {
+    use std::io::{Read as _, Write as _};
+    join_memcg(memcg);
+    let chunk = vec![7u8; 1 << 20];
+    let mut f = std::fs::File::create(file).unwrap();
+    for _ in 0..mb {
+        f.write_all(&chunk).unwrap();
+    }
+    f.sync_all().unwrap();
+    drop(f);
+    let mut f = std::fs::File::open(file).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0;
+    while let Ok(n) = f.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    println!("{{\"read\":{total}}}");
+}
+
+/// Global direct reclaim, bounded: fill the page cache by reading
+/// `cache_gib` GiB of a sparse file, then fault in `anon_gib` GiB of
+/// anonymous memory faster than kswapd frees pages.
+fn reclaim_pressure(sparse: &std::path::Path, cache_gib: u64, anon_gib: u64) {
+    use std::io::Read as _;
+    let f = std::fs::File::create(sparse).unwrap();
+    f.set_len(cache_gib << 30).unwrap();
+    let mut f = std::fs::File::open(sparse).unwrap();
+    let mut buf = vec![0u8; 4 << 20];
+    while f.read(&mut buf).unwrap_or(0) > 0 {}
+    let len = (anon_gib << 30) as usize;
+    let area = unsafe {
+        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+    };
+    assert_ne!(area, libc::MAP_FAILED);
+    touch_pages(area.cast(), len);
+    unsafe { libc::munmap(area, len) };
+    println!("{{\"done\":true}}");
 }

@@ -164,7 +164,7 @@ impl Family for BlockFamily {
         Ok(())
     }
 
-    fn fill(&mut self, report: &mut Report, scope: Scope) {
+    fn fill(&mut self, report: &mut Report, scope: Scope, _ebpf: &Ebpf) {
         let names = devices::names(&devices::list());
         let base = match scope {
             Scope::Interval => std::mem::replace(&mut self.reported, self.latest.clone()),

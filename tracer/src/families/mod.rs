@@ -7,7 +7,11 @@
 //! - `sample`: read the kernel's cumulative aggregation (the thin edge);
 //! - `fill`: turn what was sampled into rows of the [`Report`] (pure).
 
+pub mod alloc;
 pub mod block;
+pub mod oom;
+pub mod reclaim;
+pub mod thp;
 
 use anyhow::Result;
 use aya::{Ebpf, EbpfLoader};
@@ -24,6 +28,9 @@ pub struct KernelEnv {
     pub btf: std::result::Result<KernelBtf, String>,
     /// False skips BTF tracepoints (`--force-raw-tp`).
     pub allow_tp_btf: bool,
+    /// CLOCK_MONOTONIC (the clock of `bpf_ktime_get_ns`) when tracing
+    /// started, to turn kernel timestamps into seconds since the start.
+    pub started_mono_ns: u64,
     /// The same BTF parsed by aya, for BTF tracepoints: parsed on first
     /// use, after the loader (which parses its own) is gone.
     pub aya_btf: std::cell::OnceCell<Option<aya::Btf>>,
@@ -31,7 +38,7 @@ pub struct KernelEnv {
 
 impl KernelEnv {
     pub fn new(tracefs: Tracefs, btf: std::result::Result<KernelBtf, String>, allow_tp_btf: bool) -> Self {
-        Self { tracefs, btf, allow_tp_btf, aya_btf: std::cell::OnceCell::new() }
+        Self { tracefs, btf, allow_tp_btf, started_mono_ns: monotonic_ns(), aya_btf: std::cell::OnceCell::new() }
     }
 
     /// aya's view of kernel BTF, if BTF tracepoints are allowed and it parses.
@@ -73,8 +80,20 @@ pub trait Family {
     fn hook_summary(&self) -> String;
     fn configure<'a>(&'a self, loader: &mut EbpfLoader<'a>);
     fn attach(&mut self, ebpf: &mut Ebpf, env: &KernelEnv) -> Result<()>;
+    /// Handles rare events streamed by the kernel side, if the family has
+    /// any; `Ready` when it handled some.
+    fn poll_events(&mut self, _cx: &mut std::task::Context<'_>, _ebpf: &Ebpf) -> std::task::Poll<()> {
+        std::task::Poll::Pending
+    }
     fn sample(&mut self, ebpf: &mut Ebpf) -> Result<()>;
-    fn fill(&mut self, report: &mut Report, scope: Scope);
+    fn fill(&mut self, report: &mut Report, scope: Scope, ebpf: &Ebpf);
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Names of all families, in report order.

@@ -47,6 +47,18 @@ impl KernelBtf {
         bail!("`struct {name}` has no member `{member}` in this kernel's BTF")
     }
 
+    /// Size in bytes of `struct name`.
+    pub fn struct_size(&self, name: &str) -> Result<u32> {
+        let types = self.btf.resolve_types_by_name(name).map_err(|e| anyhow!("no type `{name}` in kernel BTF: {e}"))?;
+        types
+            .iter()
+            .find_map(|ty| match ty {
+                Type::Struct(s) => Some(s.size() as u32),
+                _ => None,
+            })
+            .ok_or_else(|| anyhow!("`struct {name}` not found in kernel BTF"))
+    }
+
     pub fn has_member(&self, name: &str, member: &str) -> bool {
         self.member_offset(name, member).is_ok()
     }
@@ -82,6 +94,23 @@ impl KernelBtf {
             .find(|(n, _)| n == enumerator)
             .map(|(_, v)| v)
             .ok_or_else(|| anyhow!("`enum {name}` has no `{enumerator}` in kernel BTF"))
+    }
+
+    /// Value of an enumerator of any enum, named or anonymous (slower: scans
+    /// every type).
+    pub fn find_enumerator(&self, enumerator: &str) -> Result<i64> {
+        use fallible_iterator::FallibleIterator as _;
+        let mut types = self.btf.type_iter();
+        while let Ok(Some(ty)) = types.next() {
+            if let Type::Enum(e) = &ty {
+                for m in &e.members {
+                    if self.btf.resolve_name(m).is_ok_and(|n| n == enumerator) {
+                        return Ok(if e.is_signed() { m.val() as i32 as i64 } else { m.val() as i64 });
+                    }
+                }
+            }
+        }
+        bail!("no enumerator `{enumerator}` in kernel BTF")
     }
 
     /// All enumerators of `enum name`.
@@ -121,5 +150,32 @@ impl KernelBtf {
 
     pub fn inner(&self) -> &Btf {
         &self.btf
+    }
+}
+
+/// Offsets of the task -> memory cgroup walk; `memcg_enabled` is 0 (and the
+/// reason returned) when this kernel's BTF lacks any of them.
+pub fn task_offsets(btf: &KernelBtf) -> (tracer_common::task::TaskOffsets, Option<String>) {
+    use tracer_common::task::TaskOffsets;
+    let mm = btf.member_offset("task_struct", "mm").unwrap_or(u32::MAX);
+    let memcg = (|| -> Result<TaskOffsets> {
+        let memory_id = btf.enum_value("cgroup_subsys_id", "memory_cgrp_id")?;
+        Ok(TaskOffsets {
+            task_mm: mm,
+            task_cgroups: btf.member_offset("task_struct", "cgroups")?,
+            css_set_memory: btf.member_offset("css_set", "subsys")? + 8 * memory_id as u32,
+            css_cgroup: btf.member_offset("cgroup_subsys_state", "cgroup")?,
+            css_parent: btf.member_offset("cgroup_subsys_state", "parent")?,
+            cgroup_kn: btf.member_offset("cgroup", "kn")?,
+            kn_id: btf.member_offset("kernfs_node", "id")?,
+            memcg_enabled: 1,
+        })
+    })();
+    match memcg {
+        Ok(offsets) => (offsets, None),
+        Err(e) => (
+            TaskOffsets { task_mm: mm, ..TaskOffsets::default() },
+            Some(format!("memory cgroups unknown (kernel BTF: {e}); cgroups are not reported or filtered")),
+        ),
     }
 }

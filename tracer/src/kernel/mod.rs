@@ -4,5 +4,7 @@
 
 pub mod btf;
 pub mod caps;
+pub mod cgroups;
 pub mod devices;
 pub mod tracefs;
+pub mod vmstat;

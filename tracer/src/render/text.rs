@@ -3,7 +3,10 @@
 
 use std::fmt::Write as _;
 
-use crate::model::{BlockRow, Bucket, Report};
+use crate::{
+    model::{AllocFailure, BlockRow, Bucket, Frame, OomKill, Report, StallRow, TimelinePoint, ZoneSnapshot},
+    symbolize::frame_label,
+};
 
 const BAR_WIDTH: usize = 40;
 
@@ -34,6 +37,27 @@ pub fn render(report: &Report) -> String {
     }
     if report.family("block").is_some_and(|f| f.state == "traced") {
         render_block(&mut out, &report.block);
+    }
+    if report.family("alloc").is_some_and(|f| f.state == "traced") {
+        render_alloc(&mut out, &report.alloc_failures, &report.zone_snapshots);
+    }
+    if report.family("oom").is_some_and(|f| f.state == "traced") {
+        render_oom(&mut out, report);
+    }
+    if report.family("reclaim").is_some_and(|f| f.state == "traced") {
+        render_reclaim(&mut out, report);
+    }
+    if let (Some(thp), true) = (&report.thp, report.family("thp").is_some_and(|f| f.state == "traced")) {
+        let _ = writeln!(out, "\nTHP splits: {} PMD splits (method: {})", thp.splits, thp.method);
+        let counters: Vec<String> = thp.counters.iter().map(|c| format!("{} {}", c.name, c.count)).collect();
+        let _ = writeln!(out, "  {}", counters.join(", "));
+        for p in &thp.processes {
+            let _ = writeln!(out, "  {} ({}): {} PMD splits, {} page splits", p.pid, p.comm, p.pmd_splits, p.page_splits);
+        }
+        let _ = writeln!(out, "  note: {}", thp.note);
+    }
+    if report.window.interval.is_none() && report.timeline.len() > 1 {
+        render_timeline(&mut out, &report.timeline);
     }
     render_lost(&mut out, report);
     for warning in &report.warnings {
@@ -123,6 +147,216 @@ fn render_log2(out: &mut String, buckets: &[Bucket]) {
             count,
             "*".repeat(stars),
             width = BAR_WIDTH
+        );
+    }
+}
+
+fn render_alloc(out: &mut String, rows: &[AllocFailure], zones: &[ZoneSnapshot]) {
+    let total: u64 = rows.iter().map(|r| r.count).sum();
+    let _ = writeln!(out, "\nPage allocation failures: {total}");
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "\n  {} x order-{} {} ({})",
+            row.count, row.order, row.gfp, row.migratetype
+        );
+        let _ = writeln!(
+            out,
+            "     {}",
+            if row.can_reclaim {
+                "could reclaim (__GFP_DIRECT_RECLAIM) and still failed"
+            } else {
+                "atomic: no direct reclaim allowed (expected to fail under pressure)"
+            }
+        );
+        let cgroup = if row.cgroup.is_empty() { String::new() } else { format!(" in {}", row.cgroup) };
+        let _ = writeln!(
+            out,
+            "     process {} ({}){cgroup}, first at {:.2}s, last at {:.2}s",
+            row.pid, row.comm, row.first_seen_s, row.last_seen_s
+        );
+        render_stack(out, "kernel stack", &row.kernel_stack);
+        render_stack(out, "user stack", &row.user_stack);
+    }
+    for snapshot in zones {
+        let _ = writeln!(out, "\n  Free blocks per order at the {} ({:.2}s):", snapshot.reason, snapshot.at_s);
+        for zone in &snapshot.zones {
+            let orders: Vec<String> = zone.free_blocks.iter().map(u64::to_string).collect();
+            let _ = writeln!(out, "     node {} {:<8} {}", zone.node, zone.zone, orders.join(" "));
+        }
+    }
+}
+
+fn render_stack(out: &mut String, title: &str, frames: &[Frame]) {
+    if frames.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "     {title}:");
+    for frame in frames {
+        let _ = writeln!(out, "       {}", frame_label(frame));
+    }
+}
+
+fn render_oom(out: &mut String, report: &Report) {
+    let _ = writeln!(out, "\nOOM kills: {}", report.oom_kills.len());
+    for kill in &report.oom_kills {
+        render_kill(out, kill);
+    }
+    if let Some(r) = &report.oom_retries {
+        let _ = writeln!(
+            out,
+            "  retries before killing: reclaim_retry_zone {}, compact_retry {}",
+            r.reclaim_retry_zone, r.compact_retry
+        );
+    }
+}
+
+fn render_kill(out: &mut String, kill: &OomKill) {
+    let kb = |v: u64| human_bytes(v * 1024);
+    let limit = match (&kill.limit_cgroup, kill.limit_bytes) {
+        (Some(cgroup), Some(limit)) => format!(
+            ", limit {} in {cgroup} (usage {})",
+            human_bytes(limit),
+            human_bytes(kill.usage_bytes.unwrap_or(0))
+        ),
+        _ => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "\n  at {:.2}s: killed {} ({}) uid {} in {}: {} OOM{limit}",
+        kill.at_s, kill.victim_pid, kill.victim_comm, kill.victim_uid, or_root(&kill.cgroup), kill.scope
+    );
+    let _ = writeln!(
+        out,
+        "     victim: total-vm {}, anon-rss {}, file-rss {}, shmem-rss {}, page tables {}, oom_score_adj {}",
+        kb(kill.total_vm_kb),
+        kb(kill.anon_rss_kb),
+        kb(kill.file_rss_kb),
+        kb(kill.shmem_rss_kb),
+        kb(kill.pgtables_kb),
+        kill.oom_score_adj
+    );
+    let _ = writeln!(out, "     trigger: {} ({}) in {}", kill.trigger_pid, kill.trigger_comm, or_root(&kill.trigger_cgroup));
+    let reaped = match (kill.reap_start_ms, kill.reap_ms) {
+        (Some(start), Some(done)) => format!("OOM reaper started after {start:.1} ms, done after {done:.1} ms"),
+        (Some(start), None) => format!("OOM reaper started after {start:.1} ms, not finished when tracing ended"),
+        _ => "OOM reaper not seen (the victim freed its memory by exiting, or tracing ended first)".into(),
+    };
+    let _ = writeln!(out, "     {reaped}");
+    render_stack(out, "trigger kernel stack", &kill.trigger_kernel_stack);
+    render_stack(out, "trigger user stack", &kill.trigger_user_stack);
+}
+
+fn or_root(cgroup: &str) -> &str {
+    if cgroup.is_empty() { "(unknown cgroup)" } else { cgroup }
+}
+
+fn render_reclaim(out: &mut String, report: &Report) {
+    let _ = writeln!(out, "\nMemory stalls");
+    let mut rows: Vec<&StallRow> = report.reclaim.iter().collect();
+    if let Some(c) = &report.compaction {
+        rows.push(&c.stalls);
+    }
+    for row in rows {
+        let title = match row.kind.as_str() {
+            "direct" => "direct reclaim",
+            "memcg" => "memory cgroup reclaim",
+            _ => "direct compaction",
+        };
+        let _ = writeln!(
+            out,
+            "\n{title}: {} stalls, {:.1} ms in total{}{}",
+            row.count,
+            row.total_ms,
+            if row.kind == "compaction" { String::new() } else { format!(", {} pages reclaimed", row.nr_reclaimed) },
+            if row.untimed + row.abandoned > 0 {
+                format!(" ({} untimed: began before tracing; {} abandoned)", row.untimed, row.abandoned)
+            } else {
+                String::new()
+            }
+        );
+        if row.count == 0 {
+            continue;
+        }
+        render_log2(out, &row.histogram);
+        let l = &row.latency_us;
+        let _ = writeln!(
+            out,
+            "     p50 {}  p99 {}  max {} usecs",
+            us(l.p50),
+            us(l.p99),
+            us(l.max)
+        );
+        let _ = writeln!(out, "     top processes:");
+        for p in row.processes.iter().take(5) {
+            let cgroup = if p.cgroup.is_empty() { String::new() } else { format!(" in {}", p.cgroup) };
+            let _ = writeln!(
+                out,
+                "       {:>7} {:<16}{cgroup}: {} stalls, {:.1} ms, max {} us",
+                p.pid,
+                p.comm,
+                p.count,
+                p.total_ms,
+                us(p.latency_us.max)
+            );
+        }
+        if row.cgroups.len() > 1 || row.cgroups.first().is_some_and(|c| !c.cgroup.is_empty() && c.cgroup != "/") {
+            let _ = writeln!(out, "     by cgroup:");
+            for c in row.cgroups.iter().take(5) {
+                let _ = writeln!(out, "       {:<30} {} stalls, {:.1} ms", or_root(&c.cgroup), c.count, c.total_ms);
+            }
+        }
+        if let Some(top) = row.stacks.first() {
+            let _ = writeln!(out, "     slowest stack ({} stalls, {:.1} ms, pid {}):", top.count, top.total_ms, top.pid);
+            render_stack(out, "kernel", &top.kernel_stack);
+            render_stack(out, "user", &top.user_stack);
+        }
+    }
+    if let Some(c) = &report.compaction {
+        let results: Vec<String> = c.results.iter().map(|r| format!("{} {}", r.name, r.count)).collect();
+        let _ = writeln!(
+            out,
+            "  direct compaction attempts: {}{}",
+            c.attempts,
+            if results.is_empty() { String::new() } else { format!("; results: {}", results.join(", ")) }
+        );
+    }
+    if let Some(k) = &report.kswapd {
+        let _ = writeln!(
+            out,
+            "  kswapd: {} wakes, {:.1} ms awake, {} wake-up requests",
+            k.wakes, k.awake_ms, k.wakeups_requested
+        );
+    }
+    if report.stalls_dropped > 0 {
+        let _ = writeln!(out, "  ({} shortest individual stalls not kept; all are in the counts above)", report.stalls_dropped);
+    }
+}
+
+fn render_timeline(out: &mut String, points: &[TimelinePoint]) {
+    let _ = writeln!(out, "\nTime line (per interval)");
+    let _ = writeln!(
+        out,
+        "  {:>7} {:>9} {:>9} {:>8} {:>12} {:>12} {:>12} {:>6} {:>6} {:>4}",
+        "t(s)", "block io", "p99 us", "max us", "direct ms", "memcg ms", "compact ms", "thp", "allocf", "oom"
+    );
+    for p in points {
+        let _ = writeln!(
+            out,
+            "  {:>7.1} {:>9} {:>9.1} {:>8.1} {:>5} {:>6.1} {:>5} {:>6.1} {:>5} {:>6.1} {:>6} {:>6} {:>4}",
+            p.offset_s,
+            p.block_requests,
+            p.block_p99_us,
+            p.block_max_us,
+            p.direct_reclaim.count,
+            p.direct_reclaim.total_ms,
+            p.memcg_reclaim.count,
+            p.memcg_reclaim.total_ms,
+            p.compaction.count,
+            p.compaction.total_ms,
+            p.thp_splits,
+            p.alloc_failures,
+            p.oom_kills
         );
     }
 }

@@ -1,0 +1,119 @@
+//! Reclaim, compaction and THP splits against /proc/vmstat and the
+//! tests' own memory cgroups.
+
+use std::sync::Mutex;
+
+use serde_json::Value;
+use tracer_tests::{MemCgroup, Tracer, require_root, run_helper};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_tracer-test-helper");
+
+/// Both tests compare against global /proc/vmstat counters.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn vmstat_sum(prefix: &str) -> u64 {
+    std::fs::read_to_string("/proc/vmstat")
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+fn row<'a>(report: &'a Value, kind: &str) -> &'a Value {
+    report["reclaim"].as_array().unwrap().iter().find(|r| r["kind"] == kind).expect("reclaim row")
+}
+
+#[test]
+fn thp_splits_equal_thp_split_pmd() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tracer = Tracer::start(&["trace", "thp", "--duration", "120s", "--json"]);
+    let before = vmstat_sum("thp_split_pmd");
+    let out: Value = serde_json::from_str(&run_helper(HELPER, &["thp-split", "20"])).unwrap();
+    let delta = vmstat_sum("thp_split_pmd") - before;
+    let done = tracer.stop();
+    assert!(done.status.success(), "{}", done.stderr);
+    let report = done.json();
+    assert_eq!(out["huge_faults"], 20, "the helper did not get huge pages: {out}");
+    assert_eq!(delta, 20, "one thp_split_pmd per iteration");
+    let thp = &report["thp"];
+    assert_eq!(thp["splits"], delta, "{thp}");
+    let method = thp["method"].as_str().unwrap();
+    if method == "vmstat" {
+        assert!(thp["processes"].as_array().unwrap().is_empty(), "the counter method has no per-task detail");
+        assert!(thp["note"].as_str().unwrap().contains("no per-process"), "{thp}");
+    }
+    let family = report["families"].as_array().unwrap().iter().find(|f| f["family"] == "thp").unwrap();
+    assert!(family["hook"].as_str().unwrap().contains(if method == "vmstat" { "vmstat" } else { method }));
+}
+
+#[test]
+fn memcg_reclaim_is_attributed_to_its_cgroup() {
+    require_root();
+    let memcg = MemCgroup::new("memcg-reclaim");
+    std::fs::write(memcg.dir.join("memory.limit_in_bytes"), (16u64 << 20).to_string()).unwrap();
+    let file = std::env::temp_dir().join(format!("tracer-memcg-read-{}", std::process::id()));
+    let tracer = Tracer::start(&["trace", "reclaim", "--cgroup", &memcg.path, "--duration", "120s", "--json"]);
+    let failcnt0: u64 = memcg.read("memory.failcnt").trim().parse().unwrap();
+    run_helper(HELPER, &["memcg-read", memcg.dir.to_str().unwrap(), file.to_str().unwrap(), "128"]);
+    let failcnt: u64 = memcg.read("memory.failcnt").trim().parse::<u64>().unwrap() - failcnt0;
+    let _ = std::fs::remove_file(&file);
+    let done = tracer.stop();
+    assert!(done.status.success(), "{}", done.stderr);
+    let report = done.json();
+    let memcg_row = row(&report, "memcg");
+    assert!(failcnt > 0, "the limit was never hit");
+    assert!(memcg_row["count"].as_u64().unwrap() > 0, "no memcg reclaim seen: {memcg_row}");
+    let cgroups = memcg_row["cgroups"].as_array().unwrap();
+    assert!(!cgroups.is_empty() && cgroups.iter().all(|c| c["cgroup"] == memcg.path.as_str()), "{cgroups:?}");
+    assert!(memcg_row["nr_reclaimed"].as_u64().unwrap() > 0);
+    let process = &memcg_row["processes"][0];
+    assert_eq!(process["comm"], "tracer-test-hel");
+    let hist: u64 = memcg_row["histogram"].as_array().unwrap().iter().map(|b| b["count"].as_u64().unwrap()).sum();
+    assert_eq!(hist, memcg_row["count"].as_u64().unwrap());
+    assert!(report["stalls"].as_array().unwrap().iter().any(|s| s["kind"] == "memcg" && s["cgroup"] == memcg.path.as_str()));
+}
+
+/// The one slow test: global direct reclaim from a page cache full of a
+/// sparse file and a burst of anonymous memory; bounded to a few GiB and
+/// cleaned up (file deleted, page cache dropped) whatever happens.
+#[test]
+fn direct_reclaim_entries_equal_allocstall() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+            let _ = std::fs::write("/proc/sys/vm/drop_caches", "1");
+        }
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let total_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        >> 20;
+    // Room for the tests' own processes; the cache plus the burst exceed RAM.
+    let anon = (total_gib / 3).max(1);
+    let cache = total_gib.saturating_sub(anon / 2).max(2);
+    let sparse = std::path::PathBuf::from(format!("/var/tmp/tracer-sparse-{}", std::process::id()));
+    let _cleanup = Cleanup(sparse.clone());
+
+    let tracer = Tracer::start(&["trace", "reclaim", "--duration", "600s", "--json"]);
+    let before = vmstat_sum("allocstall_");
+    run_helper(HELPER, &["reclaim-pressure", sparse.to_str().unwrap(), &cache.to_string(), &anon.to_string()]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let stalls = vmstat_sum("allocstall_") - before;
+    let done = tracer.stop();
+    assert!(done.status.success(), "{}", done.stderr);
+    let report = done.json();
+    let direct = row(&report, "direct");
+    assert!(stalls > 0, "the workload caused no direct reclaim");
+    let counted = direct["count"].as_u64().unwrap() + direct["untimed"].as_u64().unwrap();
+    assert_eq!(counted, stalls, "direct reclaim entries vs allocstall_* delta: {direct}");
+    assert!(direct["total_ms"].as_f64().unwrap() > 0.0);
+    assert!(!direct["stacks"].as_array().unwrap().is_empty(), "no stack for the stalls");
+}

@@ -1,0 +1,130 @@
+//! OOM kills in memory cgroups of the tests' own, against the cgroup's own
+//! `oom_kill` counter, /proc/vmstat `oom_kill`, and the kernel's log.
+
+use std::sync::Mutex;
+
+use serde_json::Value;
+use tracer_tests::{Helper, MemCgroup, Tracer, require_root};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_tracer-test-helper");
+
+/// /proc/vmstat `oom_kill` is global: these tests do not overlap.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn vmstat(name: &str) -> u64 {
+    std::fs::read_to_string("/proc/vmstat")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")).map(|v| v.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("no {name} in /proc/vmstat"))
+}
+
+/// anon-rss (kB) the kernel logged when it killed `pid`.
+fn logged_anon_rss_kb(pid: u64) -> Option<u64> {
+    let out = std::process::Command::new("dmesg").output().ok()?;
+    let log = String::from_utf8_lossy(&out.stdout);
+    let line = log.lines().rev().find(|l| l.contains(&format!("Killed process {pid} ")))?;
+    let rest = line.split("anon-rss:").nth(1)?;
+    rest.split("kB").next()?.trim().parse().ok()
+}
+
+fn start_hogs(memcg: &MemCgroup, n: usize, mb: &str) -> Vec<(u64, Helper)> {
+    (0..n)
+        .map(|_| {
+            let mut hog = Helper::start(HELPER, &["oom-hog", memcg.dir.to_str().unwrap(), mb]);
+            let pid = hog.read_json()["pid"].as_u64().unwrap();
+            (pid, hog)
+        })
+        .collect()
+}
+
+fn killed_by_sigkill(hog: Helper) -> bool {
+    use std::os::unix::process::ExitStatusExt as _;
+    hog.wait().signal() == Some(libc::SIGKILL)
+}
+
+#[test]
+fn a_memcg_oom_kill_matches_the_kernels_counters() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let memcg = MemCgroup::new("oom");
+    std::fs::write(memcg.dir.join("memory.limit_in_bytes"), (64u64 << 20).to_string()).unwrap();
+    let tracer = Tracer::start(&["trace", "oom", "--cgroup", &memcg.path, "--duration", "120s", "--json"]);
+    let (vm0, cg0) = (vmstat("oom_kill"), memcg.oom_kills());
+
+    let mut hogs = start_hogs(&memcg, 1, "256");
+    let (pid, mut hog) = hogs.pop().unwrap();
+    hog.say("go");
+    assert!(killed_by_sigkill(hog), "the hog was not OOM-killed");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let done = tracer.stop();
+    assert!(done.status.success(), "tracer failed: {}", done.stderr);
+    let report = done.json();
+    let (vm, cg) = (vmstat("oom_kill") - vm0, memcg.oom_kills() - cg0);
+
+    let kills = report["oom_kills"].as_array().unwrap();
+    assert_eq!(cg, 1, "the cgroup's own oom_kill counter");
+    assert_eq!(kills.len() as u64, cg, "tracer kills vs memory.oom_control oom_kill: {kills:#?}");
+    assert_eq!(kills.len() as u64, vm, "tracer kills vs /proc/vmstat oom_kill");
+    let kill = &kills[0];
+    assert_eq!(kill["victim_pid"], pid);
+    assert_eq!(kill["victim_comm"], "tracer-test-hel");
+    assert_eq!(kill["cgroup"], memcg.path.as_str());
+    assert_eq!(kill["scope"], "memcg", "{}", kill["trigger_kernel_stack"]);
+    assert_eq!(kill["limit_cgroup"], memcg.path.as_str());
+    assert_eq!(kill["limit_bytes"], 64u64 << 20);
+    assert_eq!(kill["trigger_pid"], pid, "the hog's own fault triggered the kill");
+    let anon = kill["anon_rss_kb"].as_u64().unwrap();
+    let logged = logged_anon_rss_kb(pid).expect("the kernel logged the kill");
+    assert!(anon.abs_diff(logged) <= 8, "anon RSS {anon} kB vs {logged} kB logged by the kernel");
+    assert!(anon > 32 << 10, "the victim held most of the 64 MiB: {anon} kB");
+    let frame = kill["trigger_user_stack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["symbol"].as_str().is_some_and(|s| s.ends_with("touch_pages")))
+        .unwrap_or_else(|| panic!("touch_pages not in the trigger's user stack: {}", kill["trigger_user_stack"]));
+    assert!(frame["file"].as_str().unwrap().ends_with("tracer-test-helper.rs"), "{frame}");
+    assert_eq!(report["lost_events"], 0, "{}", report["lost"]);
+}
+
+#[test]
+fn several_kills_at_once_lose_none() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let memcg = MemCgroup::new("oom-many");
+    std::fs::write(memcg.dir.join("memory.limit_in_bytes"), (96u64 << 20).to_string()).unwrap();
+    let tracer = Tracer::start(&["trace", "oom", "--cgroup", &memcg.path, "--duration", "120s", "--json"]);
+    let (vm0, cg0) = (vmstat("oom_kill"), memcg.oom_kills());
+
+    let mut hogs = start_hogs(&memcg, 4, "512");
+    for (_, hog) in &mut hogs {
+        hog.say("go");
+    }
+    let pids: Vec<u64> = hogs.iter().map(|(pid, _)| *pid).collect();
+    for (_, hog) in hogs {
+        assert!(killed_by_sigkill(hog), "every hog is OOM-killed");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let done = tracer.stop();
+    assert!(done.status.success(), "tracer failed: {}", done.stderr);
+    let report = done.json();
+    let (vm, cg) = (vmstat("oom_kill") - vm0, memcg.oom_kills() - cg0);
+    let kills = report["oom_kills"].as_array().unwrap();
+    let victims: Vec<u64> = kills.iter().map(|k: &Value| k["victim_pid"].as_u64().unwrap()).collect();
+    assert_eq!(cg, 4, "one kill per hog");
+    assert_eq!(kills.len() as u64, cg, "tracer {victims:?} vs the cgroup's oom_kill");
+    assert_eq!(kills.len() as u64, vm, "tracer vs /proc/vmstat oom_kill");
+    for pid in pids {
+        assert!(victims.contains(&pid), "hog {pid} not among the victims {victims:?}");
+    }
+    assert_eq!(report["lost_events"], 0, "{}", report["lost"]);
+}
+
+#[test]
+fn unknown_cgroup_is_an_error() {
+    require_root();
+    let done = tracer_tests::run_tracer(&["trace", "oom", "--cgroup", "/no/such/cgroup", "--duration", "1s"]);
+    assert_eq!(done.status.code(), Some(1));
+    assert!(done.stderr.contains("no memory cgroup `/no/such/cgroup`"), "{}", done.stderr);
+}

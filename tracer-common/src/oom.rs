@@ -1,0 +1,68 @@
+//! OOM kills (`oom:mark_victim`), OOM reaping and the kernel's retries.
+
+/// Layout the OOM programs read, from BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OomOffsets {
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_comm: u32,
+    pub task_mm: u32,
+    pub task_signal: u32,
+    /// `signal_struct.oom_score_adj` (short).
+    pub signal_oom_score_adj: u32,
+    /// `mm_struct.total_vm` (pages).
+    pub mm_total_vm: u32,
+    /// `mm_struct.pgtables_bytes` (atomic_long_t).
+    pub mm_pgtables_bytes: u32,
+    /// `mm_struct.rss_stat`: counter `i` is at
+    /// `rss_stat + i * rss_stride + rss_count` (an s64/long of pages).
+    pub mm_rss_stat: u32,
+    pub rss_stride: u32,
+    pub rss_count: u32,
+    /// Indices of MM_FILEPAGES, MM_ANONPAGES, MM_SHMEMPAGES.
+    pub rss_file: u32,
+    pub rss_anon: u32,
+    pub rss_shmem: u32,
+}
+
+pub const OOM_KIND_KILL: u32 = 1;
+pub const OOM_KIND_REAP_START: u32 = 2;
+pub const OOM_KIND_REAP_FINISH: u32 = 3;
+
+/// One event on the OOM ring: a kill (all fields) or a reaping step
+/// (`kind`, `ts_ns`, `victim_pid` only).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomEvent {
+    pub kind: u32,
+    pub victim_pid: u32,
+    pub ts_ns: u64,
+    pub victim_tgid: u32,
+    pub victim_uid: u32,
+    pub victim_comm: [u8; 16],
+    pub victim_memcg: u64,
+    /// Pages, as the kernel's own tracepoint computes them.
+    pub total_vm: u64,
+    pub anon_rss: u64,
+    pub file_rss: u64,
+    pub shmem_rss: u64,
+    pub pgtables_bytes: u64,
+    pub oom_score_adj: i32,
+    /// The task the OOM killer ran in: its allocation caused the kill.
+    pub trigger_pid: u32,
+    pub trigger_tgid: u32,
+    pub trigger_kernel_stack: i32,
+    pub trigger_user_stack: i32,
+    pub _pad: u32,
+    pub trigger_comm: [u8; 16],
+    pub trigger_memcg: u64,
+}
+
+/// Slots of the `OOM_COUNTS` per-CPU array.
+pub const OOM_COUNT_RECLAIM_RETRY: u32 = 0;
+pub const OOM_COUNT_COMPACT_RETRY: u32 = 1;
+pub const OOM_COUNT_SLOTS: u32 = 2;
+
+/// Kills are rare but must never be lost: room for thousands.
+pub const OOM_EVENTS_BYTES: u32 = 1 << 20;

@@ -1,0 +1,168 @@
+//! OOM kills: `oom:mark_victim` runs in the task that invoked the OOM
+//! killer, so the current stacks are the allocation that caused the kill;
+//! the victim comes as the tracepoint's task argument. Reaping and the
+//! kernel's retries before giving up are tracked alongside.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::map,
+    maps::{PerCpuArray, RingBuf},
+    programs::tracing::StackIdContext,
+};
+use tracer_common::{
+    counters::Counter,
+    oom::{
+        OOM_COUNT_COMPACT_RETRY, OOM_COUNT_RECLAIM_RETRY, OOM_COUNT_SLOTS, OOM_EVENTS_BYTES, OOM_KIND_KILL,
+        OOM_KIND_REAP_FINISH, OOM_KIND_REAP_START, OomEvent, OomOffsets,
+    },
+};
+
+use crate::{
+    both_flavors,
+    shared::{CurrentTask, Fields, capture_stacks, count, global, has_user_stack, task_memcg_id, task_wanted},
+};
+
+#[unsafe(no_mangle)]
+static OOM_OFFSETS: OomOffsets = OomOffsets {
+    task_pid: 0,
+    task_tgid: 0,
+    task_comm: 0,
+    task_mm: 0,
+    task_signal: 0,
+    signal_oom_score_adj: 0,
+    mm_total_vm: 0,
+    mm_pgtables_bytes: 0,
+    mm_rss_stat: 0,
+    rss_stride: 0,
+    rss_count: 0,
+    rss_file: 0,
+    rss_anon: 0,
+    rss_shmem: 0,
+};
+
+#[map]
+static OOM_EVENTS: RingBuf = RingBuf::with_byte_size(OOM_EVENTS_BYTES, 0);
+#[map]
+static OOM_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(OOM_COUNT_SLOTS, 0);
+
+/// One mm counter, as `get_mm_counter` reads it (never negative).
+#[inline(always)]
+fn rss_pages<F: Fields>(mm: u64, index: u32, o: &OomOffsets) -> u64 {
+    let at = o.mm_rss_stat + index * o.rss_stride + o.rss_count;
+    F::read::<i64>(mm, at).unwrap_or(0).max(0) as u64
+}
+
+#[inline(always)]
+fn on_mark_victim<F: CurrentTask, C: StackIdContext>(ctx: &C, victim: u64, uid: u64) {
+    let o = global(&OOM_OFFSETS);
+    let victim_tgid = F::read::<i32>(victim, o.task_tgid).unwrap_or(0) as u32;
+    // --pid and --cgroup select kills by their victim.
+    let Some(victim_memcg) = task_wanted::<F>(victim, victim_tgid) else {
+        return;
+    };
+    let Some(mut entry) = OOM_EVENTS.reserve::<OomEvent>(0) else {
+        count(Counter::RingbufFull);
+        return;
+    };
+    let mm = F::read::<u64>(victim, o.task_mm).unwrap_or(0);
+    let signal = F::read::<u64>(victim, o.task_signal).unwrap_or(0);
+    let current = F::current_task();
+    let (kernel_stack, user_stack) = capture_stacks(ctx, has_user_stack::<F>(current));
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (total_vm, anon_rss, file_rss, shmem_rss, pgtables_bytes) = if mm == 0 {
+        (0, 0, 0, 0, 0)
+    } else {
+        (
+            F::read::<u64>(mm, o.mm_total_vm).unwrap_or(0),
+            rss_pages::<F>(mm, o.rss_anon, &o),
+            rss_pages::<F>(mm, o.rss_file, &o),
+            rss_pages::<F>(mm, o.rss_shmem, &o),
+            F::read::<i64>(mm, o.mm_pgtables_bytes).unwrap_or(0).max(0) as u64,
+        )
+    };
+    entry.write(OomEvent {
+        kind: OOM_KIND_KILL,
+        victim_pid: F::read::<i32>(victim, o.task_pid).unwrap_or(0) as u32,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        victim_tgid,
+        victim_uid: uid as u32,
+        victim_comm: F::read::<[u8; 16]>(victim, o.task_comm).unwrap_or([0; 16]),
+        victim_memcg,
+        total_vm,
+        anon_rss,
+        file_rss,
+        shmem_rss,
+        pgtables_bytes,
+        oom_score_adj: if signal == 0 {
+            0
+        } else {
+            F::read::<i16>(signal, o.signal_oom_score_adj).unwrap_or(0) as i32
+        },
+        trigger_pid: pid_tgid as u32,
+        trigger_tgid: (pid_tgid >> 32) as u32,
+        trigger_kernel_stack: kernel_stack,
+        trigger_user_stack: user_stack,
+        _pad: 0,
+        trigger_comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        trigger_memcg: task_memcg_id::<F>(current),
+    });
+    entry.submit(0);
+}
+
+#[inline(always)]
+fn on_reaping(kind: u32, pid: u64) {
+    let Some(mut entry) = OOM_EVENTS.reserve::<OomEvent>(0) else {
+        count(Counter::RingbufFull);
+        return;
+    };
+    entry.write(OomEvent {
+        kind,
+        victim_pid: pid as u32,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        victim_tgid: 0,
+        victim_uid: 0,
+        victim_comm: [0; 16],
+        victim_memcg: 0,
+        total_vm: 0,
+        anon_rss: 0,
+        file_rss: 0,
+        shmem_rss: 0,
+        pgtables_bytes: 0,
+        oom_score_adj: 0,
+        trigger_pid: 0,
+        trigger_tgid: 0,
+        trigger_kernel_stack: -1,
+        trigger_user_stack: -1,
+        _pad: 0,
+        trigger_comm: [0; 16],
+        trigger_memcg: 0,
+    });
+    entry.submit(0);
+}
+
+#[inline(always)]
+fn count_retry(slot: u32) {
+    if let Some(counter) = OOM_COUNTS.get_ptr_mut(slot) {
+        unsafe { *counter += 1 };
+    }
+}
+
+// mark_victim(struct task_struct *task, uid_t uid);
+// start_task_reaping(int pid); finish_task_reaping(int pid);
+// reclaim_retry_zone(...) and compact_retry(...) are only counted.
+
+both_flavors!(mark_victim_btf, mark_victim_raw, "mark_victim", |ctx, F| {
+    on_mark_victim::<F, _>(&ctx, ctx.arg(0), ctx.arg(1))
+});
+both_flavors!(start_task_reaping_btf, start_task_reaping_raw, "start_task_reaping", |ctx, F| {
+    on_reaping(OOM_KIND_REAP_START, ctx.arg(0))
+});
+both_flavors!(finish_task_reaping_btf, finish_task_reaping_raw, "finish_task_reaping", |ctx, F| {
+    on_reaping(OOM_KIND_REAP_FINISH, ctx.arg(0))
+});
+both_flavors!(reclaim_retry_zone_btf, reclaim_retry_zone_raw, "reclaim_retry_zone", |ctx, F| {
+    { let _ = &ctx; count_retry(OOM_COUNT_RECLAIM_RETRY) }
+});
+both_flavors!(compact_retry_btf, compact_retry_raw, "compact_retry", |ctx, F| {
+    { let _ = &ctx; count_retry(OOM_COUNT_COMPACT_RETRY) }
+});

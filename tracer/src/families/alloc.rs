@@ -1,0 +1,335 @@
+//! Page allocation failures with their stacks (kernel side:
+//! `tracer-ebpf/src/alloc.rs`).
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    path::PathBuf,
+    task::{Context, Poll},
+};
+
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuHashMap, RingBuf, StackTraceMap},
+};
+use tokio::io::unix::AsyncFd;
+use tracer_common::alloc::{AllocConfig, AllocEvent, AllocKey, AllocStats};
+
+use super::{Family, Hook, KernelEnv, ProgramFlavor, Scope, load_and_attach};
+use crate::{
+    kernel::{
+        cgroups::Cgroups,
+        gfp::{GfpTable, migratetype_name, migratetype_names},
+        zones,
+    },
+    model::{AllocFailure, Frame, Report, ZoneSnapshot},
+    symbolize::{self, KernelSymbolizer},
+};
+
+#[derive(Debug, Clone, Default)]
+pub struct AllocOptions {
+    /// `--min-order`.
+    pub min_order: u32,
+    /// `--vmlinux`: file:line and inlined frames for kernel stacks.
+    pub vmlinux: Option<PathBuf>,
+}
+
+pub struct AllocFamily {
+    options: AllocOptions,
+    config: AllocConfig,
+    gfp: GfpTable,
+    migratetypes: Vec<String>,
+    started_mono_ns: u64,
+    flavor: Option<ProgramFlavor>,
+    events: Option<AsyncFd<RingBuf<MapData>>>,
+    /// User stacks normalized while their process was alive.
+    user_stacks: HashMap<(u32, i32), Vec<Frame>>,
+    /// Resolved kernel stacks by id.
+    kernel_stacks: HashMap<i32, Vec<Frame>>,
+    kernel_symbolizer: Option<KernelSymbolizer>,
+    cgroups: Option<Cgroups>,
+    snapshot_orders: BTreeSet<u32>,
+    zone_snapshots: Vec<ZoneSnapshot>,
+    latest: BTreeMap<AllocKey, AllocStats>,
+    reported: BTreeMap<AllocKey, u64>,
+    warnings: Vec<String>,
+}
+
+pub const TRACEPOINT: (&str, &str) = ("kmem", "mm_page_alloc");
+
+impl AllocFamily {
+    pub fn new(options: AllocOptions, env: &KernelEnv) -> Result<Self> {
+        if !env.tracefs.has_event(TRACEPOINT.0, TRACEPOINT.1) {
+            bail!("kmem:mm_page_alloc is not a tracepoint on this kernel");
+        }
+        let mut warnings = Vec::new();
+        let gfp = GfpTable::from_tracefs(&env.tracefs).unwrap_or_else(|e| {
+            warnings.push(format!("gfp flag names from the kernel's format file unavailable ({e:#}); using built-in names"));
+            GfpTable::builtin()
+        });
+        let migratetypes = env.btf.as_ref().map(migratetype_names).unwrap_or_default();
+        Ok(Self {
+            config: AllocConfig { min_order: options.min_order, _pad: 0 },
+            options,
+            gfp,
+            migratetypes,
+            started_mono_ns: env.started_mono_ns,
+            flavor: None,
+            events: None,
+            user_stacks: HashMap::new(),
+            kernel_stacks: HashMap::new(),
+            kernel_symbolizer: None,
+            cgroups: Cgroups::find(),
+            snapshot_orders: BTreeSet::new(),
+            zone_snapshots: Vec::new(),
+            latest: BTreeMap::new(),
+            reported: BTreeMap::new(),
+            warnings,
+        })
+    }
+
+    fn seconds_since_start(&self, mono_ns: u64) -> f64 {
+        mono_ns.saturating_sub(self.started_mono_ns) as f64 / 1e9
+    }
+
+    /// A new failure row: capture what only exists now.
+    fn on_event(&mut self, event: &AllocEvent, stacks: Option<&StackTraceMap<&MapData>>) {
+        let key = (event.key.tgid, event.key.user_stack);
+        if event.key.user_stack >= 0
+            && !self.user_stacks.contains_key(&key)
+            && let Some(addrs) = stack_addrs(stacks, event.key.user_stack)
+        {
+            self.user_stacks.insert(key, symbolize::normalize_user_stack(event.key.tgid, &addrs));
+        }
+        if self.snapshot_orders.insert(event.key.order) {
+            let at = self.seconds_since_start(event.ts_ns);
+            self.zone_snapshots.push(zones::snapshot(at, &format!("first order-{} failure", event.key.order)));
+        }
+    }
+
+    fn kernel_stack(&mut self, id: i32, stacks: Option<&StackTraceMap<&MapData>>) -> Vec<Frame> {
+        if id < 0 {
+            return Vec::new();
+        }
+        if let Some(frames) = self.kernel_stacks.get(&id) {
+            return frames.clone();
+        }
+        let Some(addrs) = stack_addrs(stacks, id) else {
+            return Vec::new();
+        };
+        let symbolizer = self.kernel_symbolizer.get_or_insert_with(|| {
+            let (symbolizer, warnings) = KernelSymbolizer::new(self.options.vmlinux.as_deref());
+            self.warnings.extend(warnings);
+            symbolizer
+        });
+        let frames = strip_tracing_frames(symbolizer.symbolize(&addrs));
+        self.kernel_stacks.insert(id, frames.clone());
+        frames
+    }
+}
+
+/// Addresses of a stack id, innermost first.
+pub fn stack_addrs(stacks: Option<&StackTraceMap<&MapData>>, id: i32) -> Option<Vec<u64>> {
+    let trace = stacks?.get(&(id as u32), 0).ok()?;
+    Some(trace.frames().iter().map(|f| f.ip).filter(|&ip| ip != 0).collect())
+}
+
+/// Drops the frames of the tracing machinery above the traced function.
+pub fn strip_tracing_frames(frames: Vec<Frame>) -> Vec<Frame> {
+    let tracing = |f: &Frame| {
+        f.symbol.as_deref().is_some_and(|s| {
+            s.starts_with("bpf_") || s.starts_with("__bpf_") || s.starts_with("__traceiter_") || s.starts_with("perf_trace_")
+        })
+    };
+    let skip = frames.iter().take_while(|f| tracing(f)).count();
+    frames.into_iter().skip(skip).collect()
+}
+
+impl Family for AllocFamily {
+    fn name(&self) -> &'static str {
+        "alloc"
+    }
+
+    fn probe(&self, env: &KernelEnv) -> Vec<Hook> {
+        probe_hooks(env)
+    }
+
+    fn hook_summary(&self) -> String {
+        let flavor = self.flavor.map_or("tp_btf or raw_tp", ProgramFlavor::as_str);
+        format!("{flavor} kmem:mm_page_alloc, failures (no page) only")
+    }
+
+    fn configure<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
+        loader.override_global("ALLOC_CONFIG", &self.config, true);
+    }
+
+    fn attach(&mut self, ebpf: &mut Ebpf, env: &KernelEnv) -> Result<()> {
+        let ring = RingBuf::try_from(ebpf.take_map("ALLOC_EVENTS").context("ALLOC_EVENTS map")?)?;
+        self.events = Some(AsyncFd::new(ring).context("watching the allocation event ring")?);
+        self.flavor = Some(load_and_attach(ebpf, &["mm_page_alloc"], env)?);
+        Ok(())
+    }
+
+    fn poll_events(&mut self, cx: &mut Context<'_>, ebpf: &Ebpf) -> Poll<()> {
+        let Some(events) = self.events.as_mut() else {
+            return Poll::Pending;
+        };
+        let Poll::Ready(Ok(mut guard)) = events.poll_read_ready_mut(cx) else {
+            return Poll::Pending;
+        };
+        let mut batch = Vec::new();
+        while let Some(item) = guard.get_inner_mut().next() {
+            if item.len() >= std::mem::size_of::<AllocEvent>() {
+                batch.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<AllocEvent>()) });
+            }
+        }
+        guard.clear_ready();
+        let stacks = ebpf.map("STACKS").and_then(|m| StackTraceMap::try_from(m).ok());
+        for event in &batch {
+            self.on_event(event, stacks.as_ref());
+        }
+        Poll::Ready(())
+    }
+
+    fn sample(&mut self, ebpf: &mut Ebpf) -> Result<()> {
+        let rows: PerCpuHashMap<_, AllocKey, AllocStats> =
+            PerCpuHashMap::try_from(ebpf.map("ALLOC_ROWS_MAP").context("ALLOC_ROWS_MAP map")?)?;
+        let mut latest = BTreeMap::new();
+        for entry in rows.iter() {
+            let (key, per_cpu) = entry?;
+            if let Some(merged) = merge_cpus(per_cpu.iter()) {
+                latest.insert(key, merged);
+            }
+        }
+        self.latest = latest;
+        Ok(())
+    }
+
+    fn fill(&mut self, report: &mut Report, scope: Scope, ebpf: &Ebpf) {
+        let stacks_map = ebpf.map("STACKS").and_then(|m| StackTraceMap::try_from(m).ok());
+        let mut rows = Vec::new();
+        let latest = self.latest.clone();
+        for (key, stats) in &latest {
+            let count = match scope {
+                Scope::Interval => stats.count - self.reported.get(key).copied().unwrap_or(0),
+                Scope::Whole => stats.count,
+            };
+            if count == 0 {
+                continue;
+            }
+            let kernel_stack = self.kernel_stack(key.kernel_stack, stacks_map.as_ref());
+            let user_key = (key.tgid, key.user_stack);
+            if key.user_stack >= 0 && !self.user_stacks.contains_key(&user_key) {
+                // The event was lost or not handled yet: normalize now if
+                // the process still exists (else addresses only).
+                if let Some(addrs) = stack_addrs(stacks_map.as_ref(), key.user_stack) {
+                    self.user_stacks.insert(user_key, symbolize::normalize_user_stack(key.tgid, &addrs));
+                }
+            }
+            let mut user_stack = self.user_stacks.get(&user_key).cloned().unwrap_or_default();
+            symbolize::resolve_user_frames(&mut user_stack);
+            let cgroup = self.cgroups.as_mut().and_then(|c| c.path_of(stats.memcg_id)).unwrap_or_default();
+            rows.push(AllocFailure {
+                count,
+                order: key.order,
+                gfp: self.gfp.decode(key.gfp_flags as u64),
+                gfp_flags: key.gfp_flags as u64,
+                can_reclaim: self.gfp.can_reclaim(key.gfp_flags as u64),
+                migratetype: migratetype_name(&self.migratetypes, stats.migratetype),
+                pid: key.tgid,
+                comm: comm_string(&stats.comm),
+                cgroup,
+                first_seen_s: self.seconds_since_start(stats.first_ns),
+                last_seen_s: self.seconds_since_start(stats.last_ns),
+                kernel_stack,
+                user_stack,
+            });
+        }
+        if scope == Scope::Interval {
+            self.reported = latest.iter().map(|(k, s)| (*k, s.count)).collect();
+        }
+        rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.first_seen_s.total_cmp(&b.first_seen_s)));
+        report.alloc_failures = rows;
+        report.zone_snapshots = self.zone_snapshots.clone();
+        for w in &self.warnings {
+            if !report.warnings.contains(w) {
+                report.warnings.push(w.clone());
+            }
+        }
+    }
+}
+
+/// Sums a row over CPUs: counts add up, first is the earliest, last the
+/// latest (with its thread).
+pub fn merge_cpus<'a>(per_cpu: impl Iterator<Item = &'a AllocStats>) -> Option<AllocStats> {
+    let mut merged: Option<AllocStats> = None;
+    for s in per_cpu.filter(|s| s.count > 0) {
+        merged = Some(match merged {
+            None => *s,
+            Some(mut m) => {
+                m.count += s.count;
+                m.first_ns = m.first_ns.min(s.first_ns);
+                if s.last_ns > m.last_ns {
+                    m.last_ns = s.last_ns;
+                    m.pid = s.pid;
+                    m.comm = s.comm;
+                }
+                if m.memcg_id == 0 {
+                    m.memcg_id = s.memcg_id;
+                }
+                m
+            }
+        });
+    }
+    merged
+}
+
+pub fn comm_string(comm: &[u8; 16]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+pub fn probe_hooks(env: &KernelEnv) -> Vec<Hook> {
+    let exists = env.tracefs.has_event(TRACEPOINT.0, TRACEPOINT.1);
+    vec![
+        Hook {
+            name: "kmem:mm_page_alloc".into(),
+            available: exists,
+            used: exists,
+            required: true,
+            note: if exists {
+                "every page allocation; the program keeps failures (page NULL) only".into()
+            } else {
+                "no such tracepoint on this kernel".into()
+            },
+        },
+        super::tp_btf_hook(env, &["mm_page_alloc"]),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(count: u64, first: u64, last: u64, pid: u32) -> AllocStats {
+        AllocStats { count, first_ns: first, last_ns: last, memcg_id: 7, pid, migratetype: 0, comm: *b"helper\0\0\0\0\0\0\0\0\0\0" }
+    }
+
+    #[test]
+    fn merges_rows_over_cpus() {
+        let zero = AllocStats { count: 0, ..stats(0, 0, 0, 0) };
+        let cpus = [stats(2, 100, 500, 11), zero, stats(3, 50, 400, 12)];
+        let m = merge_cpus(cpus.iter()).unwrap();
+        assert_eq!((m.count, m.first_ns, m.last_ns, m.pid), (5, 50, 500, 11));
+        assert!(merge_cpus([zero].iter()).is_none());
+        assert_eq!(comm_string(&m.comm), "helper");
+    }
+
+    #[test]
+    fn strips_tracing_frames_only_at_the_top() {
+        let f = |s: &str| Frame { symbol: Some(s.into()), ..Frame::default() };
+        let frames = vec![f("bpf_prog_abc_mm_page_alloc_btf"), f("__bpf_trace_mm_page_alloc"), f("__alloc_frozen_pages_noprof"), f("bpf_map_area_alloc")];
+        let kept: Vec<_> = strip_tracing_frames(frames).into_iter().map(|f| f.symbol.unwrap()).collect();
+        assert_eq!(kept, ["__alloc_frozen_pages_noprof", "bpf_map_area_alloc"]);
+    }
+}

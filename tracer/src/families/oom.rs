@@ -1,0 +1,388 @@
+//! OOM kills: victim, trigger, cgroup, stacks and reaping (kernel side:
+//! `tracer-ebpf/src/oom.rs`).
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    task::{Context, Poll},
+};
+
+use anyhow::{Context as _, Result};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf, StackTraceMap},
+};
+use tokio::io::unix::AsyncFd;
+use tracer_common::oom::{
+    OOM_COUNT_COMPACT_RETRY, OOM_COUNT_RECLAIM_RETRY, OOM_KIND_KILL, OOM_KIND_REAP_FINISH, OOM_KIND_REAP_START,
+    OomEvent, OomOffsets,
+};
+
+use super::{
+    Family, Hook, KernelEnv, ProgramFlavor, Scope,
+    alloc::{comm_string, stack_addrs, strip_tracing_frames},
+    load_and_attach,
+};
+use crate::{
+    kernel::{btf::KernelBtf, cgroups::Cgroups},
+    model::{Frame, OomKill, OomRetries, Report},
+    symbolize::{self, KernelSymbolizer},
+};
+
+const TRACEPOINTS: [(&str, bool, &str); 5] = [
+    ("mark_victim", true, "each kill, in the context of the task that caused it"),
+    ("start_task_reaping", false, "the OOM reaper starts freeing the victim's memory"),
+    ("finish_task_reaping", false, "the OOM reaper is done"),
+    ("reclaim_retry_zone", false, "counted: reclaim retried before the kill"),
+    ("compact_retry", false, "counted: compaction retried before the kill"),
+];
+
+/// A kill and what only existed when it happened.
+struct Kill {
+    event: OomEvent,
+    cgroup: String,
+    trigger_cgroup: String,
+    limit: Option<(String, u64, u64)>,
+    user_stack: Vec<Frame>,
+    reap_start_ns: Option<u64>,
+    reap_finish_ns: Option<u64>,
+}
+
+pub struct OomFamily {
+    offsets: OomOffsets,
+    vmlinux: Option<PathBuf>,
+    started_mono_ns: u64,
+    page_kb: u64,
+    flavor: Option<ProgramFlavor>,
+    attached: Vec<&'static str>,
+    events: Option<AsyncFd<RingBuf<MapData>>>,
+    cgroups: Option<Cgroups>,
+    kills: Vec<Kill>,
+    kills_reported: usize,
+    retries: [u64; 2],
+    retries_reported: [u64; 2],
+    kernel_symbolizer: Option<KernelSymbolizer>,
+    kernel_stacks: HashMap<i32, Vec<Frame>>,
+    warnings: Vec<String>,
+}
+
+/// Where the OOM programs read the victim's numbers, from BTF.
+pub fn oom_offsets(btf: &KernelBtf) -> Result<OomOffsets> {
+    // Kernels before 6.2 keep the mm counters in `struct mm_rss_stat`
+    // (atomic longs), later ones in an array of percpu counters.
+    let (rss_stride, rss_count) = if btf.has_type("mm_rss_stat") {
+        (8, 0)
+    } else {
+        (btf.struct_size("percpu_counter")?, btf.member_offset("percpu_counter", "count")?)
+    };
+    let index = |name: &str| btf.find_enumerator(name).map(|v| v as u32);
+    Ok(OomOffsets {
+        task_pid: btf.member_offset("task_struct", "pid")?,
+        task_tgid: btf.member_offset("task_struct", "tgid")?,
+        task_comm: btf.member_offset("task_struct", "comm")?,
+        task_mm: btf.member_offset("task_struct", "mm")?,
+        task_signal: btf.member_offset("task_struct", "signal")?,
+        signal_oom_score_adj: btf.member_offset("signal_struct", "oom_score_adj")?,
+        mm_total_vm: btf.member_offset("mm_struct", "total_vm")?,
+        mm_pgtables_bytes: btf.member_offset("mm_struct", "pgtables_bytes")?,
+        mm_rss_stat: btf.member_offset("mm_struct", "rss_stat")?,
+        rss_stride,
+        rss_count,
+        rss_file: index("MM_FILEPAGES")?,
+        rss_anon: index("MM_ANONPAGES")?,
+        rss_shmem: index("MM_SHMEMPAGES")?,
+    })
+}
+
+impl OomFamily {
+    pub fn new(vmlinux: Option<PathBuf>, env: &KernelEnv) -> Result<Self> {
+        let btf = env.btf.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let offsets = oom_offsets(btf).context("reading the OOM victim's layout from BTF")?;
+        let page_kb = (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) / 1024) as u64;
+        Ok(Self {
+            offsets,
+            vmlinux,
+            started_mono_ns: env.started_mono_ns,
+            page_kb,
+            flavor: None,
+            attached: Vec::new(),
+            events: None,
+            cgroups: Cgroups::find(),
+            kills: Vec::new(),
+            kills_reported: 0,
+            retries: [0; 2],
+            retries_reported: [0; 2],
+            kernel_symbolizer: None,
+            kernel_stacks: HashMap::new(),
+            warnings: Vec::new(),
+        })
+    }
+
+    fn on_event(&mut self, event: &OomEvent, stacks: Option<&StackTraceMap<&MapData>>) {
+        match event.kind {
+            OOM_KIND_KILL => {
+                let path = |cgroups: &mut Option<Cgroups>, id| {
+                    cgroups.as_mut().and_then(|c| c.path_of(id)).unwrap_or_default()
+                };
+                let cgroup = path(&mut self.cgroups, event.victim_memcg);
+                let trigger_cgroup = path(&mut self.cgroups, event.trigger_memcg);
+                let limit = self.cgroups.as_ref().and_then(|c| limited_ancestor(c, &trigger_cgroup));
+                let user_stack = match stack_addrs(stacks, event.trigger_user_stack) {
+                    Some(addrs) if event.trigger_user_stack >= 0 => {
+                        symbolize::normalize_user_stack(event.trigger_tgid, &addrs)
+                    }
+                    _ => Vec::new(),
+                };
+                self.kills.push(Kill {
+                    event: *event,
+                    cgroup,
+                    trigger_cgroup,
+                    limit,
+                    user_stack,
+                    reap_start_ns: None,
+                    reap_finish_ns: None,
+                });
+            }
+            kind @ (OOM_KIND_REAP_START | OOM_KIND_REAP_FINISH) => {
+                // Reaping follows the victim's latest kill.
+                if let Some(kill) = self.kills.iter_mut().rev().find(|k| k.event.victim_pid == event.victim_pid) {
+                    let slot = if kind == OOM_KIND_REAP_START { &mut kill.reap_start_ns } else { &mut kill.reap_finish_ns };
+                    slot.get_or_insert(event.ts_ns);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn kernel_stack(&mut self, id: i32, stacks: Option<&StackTraceMap<&MapData>>) -> Vec<Frame> {
+        if id < 0 {
+            return Vec::new();
+        }
+        if let Some(frames) = self.kernel_stacks.get(&id) {
+            return frames.clone();
+        }
+        let Some(addrs) = stack_addrs(stacks, id) else {
+            return Vec::new();
+        };
+        let symbolizer = self.kernel_symbolizer.get_or_insert_with(|| {
+            let (symbolizer, warnings) = KernelSymbolizer::new(self.vmlinux.as_deref());
+            self.warnings.extend(warnings);
+            symbolizer
+        });
+        let frames = strip_tracing_frames(symbolizer.symbolize(&addrs));
+        self.kernel_stacks.insert(id, frames.clone());
+        frames
+    }
+}
+
+/// The nearest cgroup at or above `path` with a memory limit, with its
+/// limit and usage now: for a memcg OOM, the limit that was hit.
+fn limited_ancestor(cgroups: &Cgroups, path: &str) -> Option<(String, u64, u64)> {
+    let (limit_file, usage_file) =
+        if cgroups.version() == 1 { ("memory.limit_in_bytes", "memory.usage_in_bytes") } else { ("memory.max", "memory.current") };
+    let mut current = if path.is_empty() { "/".to_string() } else { path.to_string() };
+    loop {
+        let limit = cgroups.read(&current, limit_file).and_then(|v| v.parse::<u64>().ok());
+        // v1 says "unlimited" with a huge number; v2 with "max".
+        if let Some(limit) = limit.filter(|&l| l < (1 << 60)) {
+            let usage = cgroups.read(&current, usage_file).and_then(|v| v.parse().ok()).unwrap_or(0);
+            return Some((current, limit, usage));
+        }
+        if current == "/" {
+            return None;
+        }
+        current = match current.rsplit_once('/') {
+            Some(("", _)) | None => "/".to_string(),
+            Some((parent, _)) => parent.to_string(),
+        };
+    }
+}
+
+/// memcg or global, from the functions the trigger was in.
+pub fn oom_scope(kernel_stack: &[Frame]) -> &'static str {
+    let has = |name: &str| kernel_stack.iter().any(|f| f.symbol.as_deref() == Some(name));
+    if has("mem_cgroup_out_of_memory") || has("mem_cgroup_oom") || has("try_charge_memcg") {
+        "memcg"
+    } else if has("__alloc_pages_may_oom") || has("pagefault_out_of_memory") || has("out_of_memory") {
+        "global"
+    } else {
+        "unknown"
+    }
+}
+
+impl Family for OomFamily {
+    fn name(&self) -> &'static str {
+        "oom"
+    }
+
+    fn probe(&self, env: &KernelEnv) -> Vec<Hook> {
+        probe_hooks(env)
+    }
+
+    fn hook_summary(&self) -> String {
+        let flavor = self.flavor.map_or("tp_btf or raw_tp", ProgramFlavor::as_str);
+        format!("{flavor} oom:{}", self.attached.join(", oom:"))
+    }
+
+    fn configure<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
+        loader.override_global("OOM_OFFSETS", &self.offsets, true);
+    }
+
+    fn attach(&mut self, ebpf: &mut Ebpf, env: &KernelEnv) -> Result<()> {
+        let ring = RingBuf::try_from(ebpf.take_map("OOM_EVENTS").context("OOM_EVENTS map")?)?;
+        self.events = Some(AsyncFd::new(ring).context("watching the OOM event ring")?);
+        // Optional tracepoints degrade the report, not the family.
+        let present: Vec<&'static str> = TRACEPOINTS
+            .iter()
+            .filter(|(tp, required, _)| *required || env.tracefs.has_event("oom", tp))
+            .map(|(tp, _, _)| *tp)
+            .collect();
+        for (tp, _, what) in TRACEPOINTS.iter().filter(|(tp, _, _)| !present.contains(tp)) {
+            self.warnings.push(format!("oom:{tp} is not on this kernel: not reported ({what})"));
+        }
+        self.flavor = Some(load_and_attach(ebpf, &present, env)?);
+        self.attached = present;
+        Ok(())
+    }
+
+    fn poll_events(&mut self, cx: &mut Context<'_>, ebpf: &Ebpf) -> Poll<()> {
+        let Some(events) = self.events.as_mut() else {
+            return Poll::Pending;
+        };
+        let Poll::Ready(Ok(mut guard)) = events.poll_read_ready_mut(cx) else {
+            return Poll::Pending;
+        };
+        let mut batch = Vec::new();
+        while let Some(item) = guard.get_inner_mut().next() {
+            if item.len() >= std::mem::size_of::<OomEvent>() {
+                batch.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<OomEvent>()) });
+            }
+        }
+        guard.clear_ready();
+        let stacks = ebpf.map("STACKS").and_then(|m| StackTraceMap::try_from(m).ok());
+        for event in &batch {
+            self.on_event(event, stacks.as_ref());
+        }
+        Poll::Ready(())
+    }
+
+    fn sample(&mut self, ebpf: &mut Ebpf) -> Result<()> {
+        let counts: PerCpuArray<_, u64> = PerCpuArray::try_from(ebpf.map("OOM_COUNTS").context("OOM_COUNTS map")?)?;
+        for (slot, out) in [OOM_COUNT_RECLAIM_RETRY, OOM_COUNT_COMPACT_RETRY].into_iter().zip(self.retries.iter_mut()) {
+            *out = counts.get(&slot, 0)?.iter().sum();
+        }
+        Ok(())
+    }
+
+    fn fill(&mut self, report: &mut Report, scope: Scope, ebpf: &Ebpf) {
+        let stacks = ebpf.map("STACKS").and_then(|m| StackTraceMap::try_from(m).ok());
+        let first = if scope == Scope::Interval { self.kills_reported } else { 0 };
+        let mut rows = Vec::new();
+        for i in first..self.kills.len() {
+            let e = self.kills[i].event;
+            let trigger_kernel_stack = self.kernel_stack(e.trigger_kernel_stack, stacks.as_ref());
+            let kill = &mut self.kills[i];
+            symbolize::resolve_user_frames(&mut kill.user_stack);
+            let since = |ns: Option<u64>| ns.map(|t| t.saturating_sub(e.ts_ns) as f64 / 1e6);
+            rows.push(OomKill {
+                at_s: e.ts_ns.saturating_sub(self.started_mono_ns) as f64 / 1e9,
+                victim_pid: e.victim_pid,
+                victim_comm: comm_string(&e.victim_comm),
+                victim_uid: e.victim_uid,
+                cgroup: kill.cgroup.clone(),
+                scope: oom_scope(&trigger_kernel_stack).into(),
+                limit_cgroup: kill.limit.as_ref().map(|l| l.0.clone()),
+                limit_bytes: kill.limit.as_ref().map(|l| l.1),
+                usage_bytes: kill.limit.as_ref().map(|l| l.2),
+                total_vm_kb: e.total_vm * self.page_kb,
+                anon_rss_kb: e.anon_rss * self.page_kb,
+                file_rss_kb: e.file_rss * self.page_kb,
+                shmem_rss_kb: e.shmem_rss * self.page_kb,
+                pgtables_kb: e.pgtables_bytes >> 10,
+                oom_score_adj: e.oom_score_adj,
+                trigger_pid: e.trigger_tgid,
+                trigger_comm: comm_string(&e.trigger_comm),
+                trigger_cgroup: kill.trigger_cgroup.clone(),
+                reap_start_ms: since(kill.reap_start_ns),
+                reap_ms: since(kill.reap_finish_ns),
+                trigger_kernel_stack,
+                trigger_user_stack: kill.user_stack.clone(),
+            });
+        }
+        let base = if scope == Scope::Interval {
+            self.kills_reported = self.kills.len();
+            std::mem::replace(&mut self.retries_reported, self.retries)
+        } else {
+            [0; 2]
+        };
+        report.oom_kills = rows;
+        report.oom_retries = Some(OomRetries {
+            reclaim_retry_zone: self.retries[0].saturating_sub(base[0]),
+            compact_retry: self.retries[1].saturating_sub(base[1]),
+        });
+        for w in &self.warnings {
+            if !report.warnings.contains(w) {
+                report.warnings.push(w.clone());
+            }
+        }
+    }
+}
+
+pub fn probe_hooks(env: &KernelEnv) -> Vec<Hook> {
+    let btf_note = match &env.btf {
+        Ok(btf) => oom_offsets(btf).err().map(|e| e.to_string()),
+        Err(e) => Some(e.clone()),
+    };
+    let mut hooks: Vec<Hook> = TRACEPOINTS
+        .iter()
+        .map(|(tp, required, what)| {
+            let exists = env.tracefs.has_event("oom", tp);
+            Hook {
+                name: format!("oom:{tp}"),
+                available: exists,
+                used: exists,
+                required: *required,
+                note: if exists { (*what).to_string() } else { "not on this kernel".into() },
+            }
+        })
+        .collect();
+    hooks.push(super::tp_btf_hook(env, &["mark_victim"]));
+    hooks.push(Hook {
+        name: "BTF task and mm layout".into(),
+        available: btf_note.is_none(),
+        used: btf_note.is_none(),
+        required: true,
+        note: btf_note.unwrap_or_else(|| "victim RSS read as the kernel's own get_mm_counter does".into()),
+    });
+    hooks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(names: &[&str]) -> Vec<Frame> {
+        names.iter().map(|n| Frame { symbol: Some((*n).into()), ..Frame::default() }).collect()
+    }
+
+    #[test]
+    fn scope_from_the_triggers_stack() {
+        assert_eq!(oom_scope(&frames(&["dump_header", "oom_kill_process", "out_of_memory", "mem_cgroup_out_of_memory", "try_charge_memcg"])), "memcg");
+        assert_eq!(oom_scope(&frames(&["oom_kill_process", "out_of_memory", "__alloc_pages_may_oom", "__alloc_pages_slowpath"])), "global");
+        assert_eq!(oom_scope(&frames(&["something_else"])), "unknown");
+    }
+
+    #[test]
+    fn finds_the_limit_above_a_cgroup() {
+        let root = std::env::temp_dir().join(format!("tracer-oom-limit-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("web/child")).unwrap();
+        std::fs::write(root.join("memory.limit_in_bytes"), "9223372036854771712\n").unwrap();
+        std::fs::write(root.join("web/memory.limit_in_bytes"), "67108864\n").unwrap();
+        std::fs::write(root.join("web/memory.usage_in_bytes"), "67100000\n").unwrap();
+        std::fs::write(root.join("web/child/memory.limit_in_bytes"), "9223372036854771712\n").unwrap();
+        let cgroups = Cgroups::at(&root, 1);
+        assert_eq!(limited_ancestor(&cgroups, "/web/child"), Some(("/web".into(), 67108864, 67100000)));
+        assert_eq!(limited_ancestor(&cgroups, "/"), None);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

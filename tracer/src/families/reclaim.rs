@@ -1,0 +1,481 @@
+//! Direct and memcg reclaim, direct compaction and kswapd (kernel side:
+//! `tracer-ebpf/src/stall.rs`).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    task::{Context, Poll},
+};
+
+use anyhow::{Context as _, Result};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
+};
+use tokio::io::unix::AsyncFd;
+use tracer_common::{
+    hist::LatencyHist,
+    stall::{
+        COMPACT_ATTEMPTS, COMPACT_RESULT_BASE, COMPACT_RESULTS, KSWAPD_AWAKE_NS, KSWAPD_SLEEPS, KSWAPD_WAKES,
+        KSWAPD_WAKEUPS_REQUESTED, STALL_COMPACTION, STALL_COUNT_SLOTS, STALL_DIRECT_RECLAIM, STALL_MEMCG_RECLAIM,
+        STALL_ABANDONED, STALL_UNMATCHED_END, StallConfig, StallEvent, StallKey, StallStackKey, StallStackStats, StallStats,
+    },
+};
+
+use super::{
+    Family, Hook, KernelEnv, ProgramFlavor, Scope,
+    alloc::{comm_string, stack_addrs, strip_tracing_frames},
+    load_and_attach,
+};
+use crate::{
+    kernel::cgroups::Cgroups,
+    model::{
+        Compaction, Frame, Kswapd, NamedCount, Percentiles, Report, Stall, StallBreakdown, StallRow, StallStack,
+        buckets_of,
+    },
+    symbolize::{self, KernelSymbolizer},
+};
+
+/// (tracepoint, required, what for).
+const TRACEPOINTS: [(&str, bool, &str); 9] = [
+    ("mm_vmscan_direct_reclaim_begin", true, "direct reclaim: the allocating task reclaims itself"),
+    ("mm_vmscan_direct_reclaim_end", true, "end of direct reclaim, pages reclaimed"),
+    ("mm_vmscan_memcg_reclaim_begin", false, "reclaim forced by a memory cgroup limit"),
+    ("mm_vmscan_memcg_reclaim_end", false, "end of memcg reclaim"),
+    ("mm_compaction_begin", false, "direct compaction of one zone (kcompactd skipped)"),
+    ("mm_compaction_end", false, "end of compaction, its result"),
+    ("mm_compaction_try_to_compact_pages", false, "direct compaction attempts"),
+    ("mm_vmscan_kswapd_wake", false, "kswapd wakes (context)"),
+    ("mm_vmscan_kswapd_sleep", false, "kswapd sleeps (context)"),
+];
+const WAKEUP_KSWAPD: &str = "mm_vmscan_wakeup_kswapd";
+
+fn category(tp: &str) -> &'static str {
+    if tp.starts_with("mm_compaction") { "compaction" } else { "vmscan" }
+}
+
+/// Individual stalls kept for time lines.
+pub const STALLS_KEPT_MAX: usize = 20_000;
+
+#[derive(Default, Clone)]
+struct Snapshot {
+    rows: BTreeMap<StallKey, StallStats>,
+    stacks: BTreeMap<StallStackKey, StallStackStats>,
+    counts: Vec<u64>,
+}
+
+pub struct ReclaimFamily {
+    config: StallConfig,
+    vmlinux: Option<PathBuf>,
+    started_mono_ns: u64,
+    compact_names: BTreeMap<u32, String>,
+    flavor: Option<ProgramFlavor>,
+    attached: Vec<&'static str>,
+    events: Option<AsyncFd<RingBuf<MapData>>>,
+    stalls: Vec<StallEvent>,
+    stalls_reported: usize,
+    stalls_dropped: u64,
+    latest: Snapshot,
+    reported: Snapshot,
+    cgroups: Option<Cgroups>,
+    kernel_symbolizer: Option<KernelSymbolizer>,
+    kernel_stacks: HashMap<i32, Vec<Frame>>,
+    warnings: Vec<String>,
+}
+
+impl ReclaimFamily {
+    pub fn new(vmlinux: Option<PathBuf>, env: &KernelEnv) -> Result<Self> {
+        let btf = env.btf.as_ref().ok();
+        let cc_direct = btf.and_then(|b| b.member_offset("compact_control", "direct_compaction").ok());
+        let mut warnings = Vec::new();
+        if cc_direct.is_none() {
+            warnings.push("compact_control.direct_compaction unknown: kcompactd runs count as stalls too".into());
+        }
+        let compact_names = btf
+            .and_then(|b| b.enum_members("compact_result").ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, v)| (v as u32, name.trim_start_matches("COMPACT_").to_lowercase()))
+            .collect();
+        Ok(Self {
+            config: StallConfig { cc_direct: cc_direct.unwrap_or(u32::MAX), _pad: 0 },
+            vmlinux,
+            started_mono_ns: env.started_mono_ns,
+            compact_names,
+            flavor: None,
+            attached: Vec::new(),
+            events: None,
+            stalls: Vec::new(),
+            stalls_reported: 0,
+            stalls_dropped: 0,
+            latest: Snapshot::default(),
+            reported: Snapshot::default(),
+            cgroups: Cgroups::find(),
+            kernel_symbolizer: None,
+            kernel_stacks: HashMap::new(),
+            warnings,
+        })
+    }
+
+    fn kernel_stack(&mut self, id: i32, stacks: Option<&StackTraceMap<&MapData>>) -> Vec<Frame> {
+        if id < 0 {
+            return Vec::new();
+        }
+        if let Some(frames) = self.kernel_stacks.get(&id) {
+            return frames.clone();
+        }
+        let Some(addrs) = stack_addrs(stacks, id) else {
+            return Vec::new();
+        };
+        let symbolizer = self.kernel_symbolizer.get_or_insert_with(|| {
+            let (symbolizer, warnings) = KernelSymbolizer::new(self.vmlinux.as_deref());
+            self.warnings.extend(warnings);
+            symbolizer
+        });
+        let frames = strip_tracing_frames(symbolizer.symbolize(&addrs));
+        self.kernel_stacks.insert(id, frames.clone());
+        frames
+    }
+
+    fn cgroup_path(&mut self, id: u64) -> String {
+        self.cgroups.as_mut().and_then(|c| c.path_of(id)).unwrap_or_default()
+    }
+
+    /// One kind's row for `delta`.
+    fn stall_row(
+        &mut self,
+        kind: u32,
+        delta: &Snapshot,
+        untimed: u64,
+        abandoned: u64,
+        stacks_map: Option<&StackTraceMap<&MapData>>,
+    ) -> StallRow {
+        let mut total = LatencyHist::zeroed();
+        let mut reclaimed = 0;
+        let mut by_process: BTreeMap<u32, (String, LatencyHist, u64, u64)> = BTreeMap::new();
+        let mut by_cgroup: BTreeMap<u64, (LatencyHist, u64)> = BTreeMap::new();
+        for (key, stats) in delta.rows.iter().filter(|(k, s)| k.kind == kind && s.latency.samples > 0) {
+            total.merge(&stats.latency);
+            reclaimed += stats.reclaimed;
+            let p = by_process.entry(key.tgid).or_insert_with(|| (String::new(), LatencyHist::zeroed(), 0, key.memcg_id));
+            p.0 = comm_string(&stats.comm);
+            p.1.merge(&stats.latency);
+            p.2 += stats.reclaimed;
+            let c = by_cgroup.entry(key.memcg_id).or_insert_with(|| (LatencyHist::zeroed(), 0));
+            c.0.merge(&stats.latency);
+            c.1 += stats.reclaimed;
+        }
+        let mut processes: Vec<StallBreakdown> = by_process
+            .into_iter()
+            .map(|(pid, (comm, hist, reclaimed, memcg))| StallBreakdown {
+                pid,
+                comm,
+                cgroup: self.cgroup_path(memcg),
+                count: hist.samples,
+                total_ms: hist.sum_ns as f64 / 1e6,
+                latency_us: Percentiles::of(&hist),
+                nr_reclaimed: reclaimed,
+            })
+            .collect();
+        processes.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
+        let mut cgroups: Vec<StallBreakdown> = by_cgroup
+            .into_iter()
+            .map(|(memcg, (hist, reclaimed))| StallBreakdown {
+                pid: 0,
+                comm: String::new(),
+                cgroup: self.cgroup_path(memcg),
+                count: hist.samples,
+                total_ms: hist.sum_ns as f64 / 1e6,
+                latency_us: Percentiles::of(&hist),
+                nr_reclaimed: reclaimed,
+            })
+            .collect();
+        cgroups.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
+        let mut top: Vec<(&StallStackKey, &StallStackStats)> =
+            delta.stacks.iter().filter(|(k, s)| k.kind == kind && s.count > 0).collect();
+        top.sort_by(|a, b| b.1.total_ns.cmp(&a.1.total_ns));
+        let top: Vec<(StallStackKey, StallStackStats)> = top.into_iter().take(20).map(|(k, s)| (*k, *s)).collect();
+        let stacks = top
+            .into_iter()
+            .map(|(key, stats)| {
+                let mut user_stack = match stack_addrs(stacks_map, key.user_stack) {
+                    Some(addrs) if key.user_stack >= 0 => symbolize::normalize_user_stack(key.tgid, &addrs),
+                    _ => Vec::new(),
+                };
+                symbolize::resolve_user_frames(&mut user_stack);
+                StallStack {
+                    count: stats.count,
+                    total_ms: stats.total_ns as f64 / 1e6,
+                    pid: key.tgid,
+                    kernel_stack: self.kernel_stack(key.kernel_stack, stacks_map),
+                    user_stack,
+                }
+            })
+            .collect();
+        StallRow {
+            kind: kind_name(kind).into(),
+            count: total.samples,
+            total_ms: total.sum_ns as f64 / 1e6,
+            latency_us: Percentiles::of(&total),
+            histogram: buckets_of(&total),
+            nr_reclaimed: reclaimed,
+            untimed,
+            abandoned,
+            processes,
+            cgroups,
+            stacks,
+        }
+    }
+}
+
+pub fn kind_name(kind: u32) -> &'static str {
+    match kind {
+        STALL_DIRECT_RECLAIM => "direct",
+        STALL_MEMCG_RECLAIM => "memcg",
+        _ => "compaction",
+    }
+}
+
+/// `latest - base`, row by row (histograms differenced).
+fn delta(latest: &Snapshot, base: &Snapshot) -> Snapshot {
+    let rows = latest
+        .rows
+        .iter()
+        .map(|(k, s)| {
+            let mut d = *s;
+            if let Some(b) = base.rows.get(k) {
+                d.latency = s.latency.delta_since(&b.latency);
+                d.reclaimed = s.reclaimed.saturating_sub(b.reclaimed);
+            }
+            (*k, d)
+        })
+        .collect();
+    let stacks = latest
+        .stacks
+        .iter()
+        .map(|(k, s)| {
+            let b = base.stacks.get(k).copied().unwrap_or_default();
+            (*k, StallStackStats { count: s.count - b.count.min(s.count), total_ns: s.total_ns.saturating_sub(b.total_ns) })
+        })
+        .collect();
+    let counts = latest.counts.iter().enumerate().map(|(i, v)| v.saturating_sub(*base.counts.get(i).unwrap_or(&0))).collect();
+    Snapshot { rows, stacks, counts }
+}
+
+impl Family for ReclaimFamily {
+    fn name(&self) -> &'static str {
+        "reclaim"
+    }
+
+    fn probe(&self, env: &KernelEnv) -> Vec<Hook> {
+        probe_hooks(env)
+    }
+
+    fn hook_summary(&self) -> String {
+        let flavor = self.flavor.map_or("tp_btf or raw_tp", ProgramFlavor::as_str);
+        format!("{flavor} {} tracepoints (vmscan, compaction)", self.attached.len())
+    }
+
+    fn configure<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
+        loader.override_global("STALL_CONFIG", &self.config, true);
+    }
+
+    fn attach(&mut self, ebpf: &mut Ebpf, env: &KernelEnv) -> Result<()> {
+        let ring = RingBuf::try_from(ebpf.take_map("STALL_EVENTS").context("STALL_EVENTS map")?)?;
+        self.events = Some(AsyncFd::new(ring).context("watching the stall event ring")?);
+        let mut present: Vec<&'static str> = Vec::new();
+        for (tp, required, what) in TRACEPOINTS.iter().chain([(WAKEUP_KSWAPD, false, "kswapd wake requests")].iter()) {
+            if *required || env.tracefs.has_event(category(tp), tp) {
+                present.push(tp);
+            } else {
+                self.warnings.push(format!("{}:{tp} is not on this kernel: {what} not reported", category(tp)));
+            }
+        }
+        self.flavor = Some(load_and_attach(ebpf, &present, env)?);
+        self.attached = present;
+        Ok(())
+    }
+
+    fn poll_events(&mut self, cx: &mut Context<'_>, _ebpf: &Ebpf) -> Poll<()> {
+        let Some(events) = self.events.as_mut() else {
+            return Poll::Pending;
+        };
+        let Poll::Ready(Ok(mut guard)) = events.poll_read_ready_mut(cx) else {
+            return Poll::Pending;
+        };
+        while let Some(item) = guard.get_inner_mut().next() {
+            if item.len() >= std::mem::size_of::<StallEvent>() {
+                self.stalls.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<StallEvent>()) });
+            }
+        }
+        guard.clear_ready();
+        // Bounded: past twice the cap, keep the longest of what is not yet
+        // reported and count the rest.
+        if self.stalls.len() > 2 * STALLS_KEPT_MAX {
+            let mut pending = self.stalls.split_off(self.stalls_reported);
+            pending.sort_by(|a, b| b.duration_ns.cmp(&a.duration_ns));
+            self.stalls_dropped += pending.len().saturating_sub(STALLS_KEPT_MAX) as u64;
+            pending.truncate(STALLS_KEPT_MAX);
+            pending.sort_by_key(|s| s.start_ns);
+            self.stalls.extend(pending);
+        }
+        Poll::Ready(())
+    }
+
+    fn sample(&mut self, ebpf: &mut Ebpf) -> Result<()> {
+        let rows: PerCpuHashMap<_, StallKey, StallStats> =
+            PerCpuHashMap::try_from(ebpf.map("STALL_ROWS_MAP").context("STALL_ROWS_MAP")?)?;
+        let mut snapshot = Snapshot::default();
+        for entry in rows.iter() {
+            let (key, per_cpu) = entry?;
+            let mut total = StallStats::zeroed();
+            for s in per_cpu.iter() {
+                total.latency.merge(&s.latency);
+                total.reclaimed += s.reclaimed;
+                if s.comm[0] != 0 {
+                    total.comm = s.comm;
+                }
+            }
+            snapshot.rows.insert(key, total);
+        }
+        let stacks: PerCpuHashMap<_, StallStackKey, StallStackStats> =
+            PerCpuHashMap::try_from(ebpf.map("STALL_STACKS").context("STALL_STACKS")?)?;
+        for entry in stacks.iter() {
+            let (key, per_cpu) = entry?;
+            let total = per_cpu.iter().fold(StallStackStats::default(), |a, s| StallStackStats {
+                count: a.count + s.count,
+                total_ns: a.total_ns + s.total_ns,
+            });
+            snapshot.stacks.insert(key, total);
+        }
+        let counts: PerCpuArray<_, u64> = PerCpuArray::try_from(ebpf.map("STALL_COUNTS").context("STALL_COUNTS")?)?;
+        snapshot.counts = (0..STALL_COUNT_SLOTS).map(|i| counts.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0)).collect();
+        self.latest = snapshot;
+        Ok(())
+    }
+
+    fn fill(&mut self, report: &mut Report, scope: Scope, ebpf: &Ebpf) {
+        let stacks_map = ebpf.map("STACKS").and_then(|m| StackTraceMap::try_from(m).ok());
+        let base = match scope {
+            Scope::Interval => std::mem::replace(&mut self.reported, self.latest.clone()),
+            Scope::Whole => Snapshot::default(),
+        };
+        let d = delta(&self.latest, &base);
+        let count = |slot: u32| d.counts.get(slot as usize).copied().unwrap_or(0);
+        report.reclaim = [STALL_DIRECT_RECLAIM, STALL_MEMCG_RECLAIM]
+            .into_iter()
+            .map(|kind| {
+                let (untimed, abandoned) = (count(STALL_UNMATCHED_END + kind), count(STALL_ABANDONED + kind));
+                self.stall_row(kind, &d, untimed, abandoned, stacks_map.as_ref())
+            })
+            .collect();
+        let results = (0..COMPACT_RESULTS)
+            .filter(|&r| count(COMPACT_RESULT_BASE + r) > 0)
+            .map(|r| NamedCount {
+                name: self.compact_names.get(&r).cloned().unwrap_or_else(|| r.to_string()),
+                count: count(COMPACT_RESULT_BASE + r),
+            })
+            .collect();
+        report.compaction = Some(Compaction {
+            stalls: self.stall_row(
+                STALL_COMPACTION,
+                &d,
+                count(STALL_UNMATCHED_END + STALL_COMPACTION),
+                count(STALL_ABANDONED + STALL_COMPACTION),
+                stacks_map.as_ref(),
+            ),
+            attempts: count(COMPACT_ATTEMPTS),
+            results,
+        });
+        report.kswapd = Some(Kswapd {
+            wakes: count(KSWAPD_WAKES),
+            sleeps: count(KSWAPD_SLEEPS),
+            awake_ms: count(KSWAPD_AWAKE_NS) as f64 / 1e6,
+            wakeups_requested: count(KSWAPD_WAKEUPS_REQUESTED),
+        });
+        let first = if scope == Scope::Interval { self.stalls_reported } else { 0 };
+        let events: Vec<StallEvent> = self.stalls[first.min(self.stalls.len())..].to_vec();
+        if scope == Scope::Interval {
+            self.stalls_reported = self.stalls.len();
+        }
+        let mut stalls = Vec::with_capacity(events.len());
+        for e in events {
+            stalls.push(Stall {
+                kind: kind_name(e.kind).into(),
+                start_s: e.start_ns.saturating_sub(self.started_mono_ns) as f64 / 1e9,
+                duration_ms: e.duration_ns as f64 / 1e6,
+                pid: e.pid,
+                tgid: e.tgid,
+                comm: comm_string(&e.comm),
+                cgroup: self.cgroup_path(e.memcg_id),
+                order: e.order,
+                result: if e.kind == STALL_COMPACTION {
+                    self.compact_names.get(&(e.result as u32)).cloned().unwrap_or_else(|| e.result.to_string())
+                } else {
+                    format!("{} pages reclaimed", e.result)
+                },
+            });
+        }
+        report.stalls = stalls;
+        report.stalls_dropped = self.stalls_dropped;
+        for w in &self.warnings {
+            if !report.warnings.contains(w) {
+                report.warnings.push(w.clone());
+            }
+        }
+    }
+}
+
+pub fn probe_hooks(env: &KernelEnv) -> Vec<Hook> {
+    let mut hooks: Vec<Hook> = TRACEPOINTS
+        .iter()
+        .chain([(WAKEUP_KSWAPD, false, "kswapd wake requests (counted)")].iter())
+        .map(|(tp, required, what)| {
+            let exists = env.tracefs.has_event(category(tp), tp);
+            Hook {
+                name: format!("{}:{tp}", category(tp)),
+                available: exists,
+                used: exists,
+                required: *required,
+                note: if exists { (*what).to_string() } else { "not on this kernel".into() },
+            }
+        })
+        .collect();
+    hooks.push(super::tp_btf_hook(env, &["mm_vmscan_direct_reclaim_begin", "mm_compaction_begin"]));
+    hooks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(samples: &[u64], reclaimed: u64) -> StallStats {
+        let mut s = StallStats::zeroed();
+        for &ns in samples {
+            s.latency.record(ns);
+        }
+        s.reclaimed = reclaimed;
+        s
+    }
+
+    #[test]
+    fn interval_deltas_subtract_row_by_row() {
+        let key = StallKey { kind: STALL_DIRECT_RECLAIM, tgid: 42, memcg_id: 0 };
+        let base = Snapshot {
+            rows: [(key, stats(&[1_000_000], 10))].into(),
+            stacks: BTreeMap::new(),
+            counts: vec![1, 0, 0],
+        };
+        let latest = Snapshot {
+            rows: [(key, stats(&[1_000_000, 3_000_000, 5_000_000], 40))].into(),
+            stacks: BTreeMap::new(),
+            counts: vec![4, 0, 0],
+        };
+        let d = delta(&latest, &base);
+        let row = d.rows[&key];
+        assert_eq!(row.latency.samples, 2);
+        assert_eq!(row.latency.sum_ns, 8_000_000);
+        assert_eq!(row.reclaimed, 30);
+        assert_eq!(d.counts, vec![3, 0, 0]);
+    }
+}

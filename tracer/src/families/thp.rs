@@ -1,0 +1,284 @@
+//! Transparent huge page splits. No kernel has a split tracepoint, so this
+//! family uses the best hook the running kernel allows: fentry on the split
+//! functions, else a kprobe on them (both per process, with stacks), else
+//! the kernel's /proc/vmstat counters (global counts only).
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{PerCpuHashMap, StackTraceMap},
+    programs::{FEntry, KProbe},
+};
+use tracer_common::stall::{SplitKey, SplitStats};
+
+use super::{Family, Hook, KernelEnv, Scope, alloc::{comm_string, stack_addrs, strip_tracing_frames}};
+use crate::{
+    kernel::vmstat,
+    model::{Frame, NamedCount, Report, Thp, ThpProcess},
+    symbolize::KernelSymbolizer,
+};
+
+/// (program prefix, kernel function): PMD splits first (required of a
+/// function hook), page splits second.
+const FUNCTIONS: [(&str, &str); 2] =
+    [("split_huge_pmd", "__split_huge_pmd"), ("split_huge_page", "split_huge_page_to_list_to_order")];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Fentry,
+    Kprobe,
+    Vmstat,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Fentry => "fentry",
+            Method::Kprobe => "kprobe",
+            Method::Vmstat => "vmstat",
+        }
+    }
+}
+
+pub struct ThpFamily {
+    method: Method,
+    /// Why better methods were not used.
+    refused: Vec<String>,
+    base: BTreeMap<String, u64>,
+    latest: BTreeMap<String, u64>,
+    reported: BTreeMap<String, u64>,
+    splits: BTreeMap<SplitKey, SplitStats>,
+    splits_reported: BTreeMap<SplitKey, u64>,
+    kernel_symbolizer: Option<KernelSymbolizer>,
+    kernel_stacks: HashMap<i32, Vec<Frame>>,
+}
+
+impl ThpFamily {
+    pub fn new() -> Result<Self> {
+        let counters = vmstat::thp_split_counters(&vmstat::read());
+        if !counters.contains_key("thp_split_pmd") {
+            bail!("/proc/vmstat has no thp_split_pmd: this kernel has no transparent huge pages");
+        }
+        Ok(Self {
+            method: Method::Vmstat,
+            refused: Vec::new(),
+            latest: counters.clone(),
+            reported: counters.clone(),
+            base: counters,
+            splits: BTreeMap::new(),
+            splits_reported: BTreeMap::new(),
+            kernel_symbolizer: None,
+            kernel_stacks: HashMap::new(),
+        })
+    }
+
+    fn try_fentry(ebpf: &mut Ebpf, env: &KernelEnv) -> Result<()> {
+        let btf = env.aya_btf().context("no kernel BTF")?;
+        for (i, (prefix, function)) in FUNCTIONS.iter().enumerate() {
+            let name = format!("{prefix}_fentry");
+            let prog: &mut FEntry = ebpf.program_mut(&name).context("program missing")?.try_into()?;
+            let attached = prog.load(function, btf).map_err(anyhow::Error::from).and_then(|()| {
+                prog.attach().map(|_| ()).map_err(anyhow::Error::from)
+            });
+            // Page splits are a bonus; PMD splits are the point.
+            if let Err(e) = attached
+                && i == 0
+            {
+                return Err(e.context(format!("fentry on {function}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn try_kprobe(ebpf: &mut Ebpf) -> Result<()> {
+        for (i, (prefix, function)) in FUNCTIONS.iter().enumerate() {
+            let name = format!("{prefix}_kprobe");
+            let prog: &mut KProbe = ebpf.program_mut(&name).context("program missing")?.try_into()?;
+            let attached = prog
+                .load()
+                .map_err(anyhow::Error::from)
+                .and_then(|()| prog.attach(function, 0).map(|_| ()).map_err(anyhow::Error::from));
+            if let Err(e) = attached
+                && i == 0
+            {
+                return Err(e.context(format!("kprobe on {function}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn kernel_stack(&mut self, id: i32, stacks: Option<&StackTraceMap<&aya::maps::MapData>>) -> Vec<Frame> {
+        if id < 0 {
+            return Vec::new();
+        }
+        if let Some(frames) = self.kernel_stacks.get(&id) {
+            return frames.clone();
+        }
+        let Some(addrs) = stack_addrs(stacks, id) else {
+            return Vec::new();
+        };
+        let symbolizer = self.kernel_symbolizer.get_or_insert_with(|| KernelSymbolizer::new(None).0);
+        let frames = strip_tracing_frames(symbolizer.symbolize(&addrs));
+        self.kernel_stacks.insert(id, frames.clone());
+        frames
+    }
+}
+
+impl Family for ThpFamily {
+    fn name(&self) -> &'static str {
+        "thp"
+    }
+
+    fn probe(&self, env: &KernelEnv) -> Vec<Hook> {
+        probe_hooks(env)
+    }
+
+    fn hook_summary(&self) -> String {
+        match self.method {
+            Method::Vmstat => "/proc/vmstat thp_split_* counters (global counts, no per-process detail)".into(),
+            m => format!("{} on {} (per process, with stacks)", m.as_str(), FUNCTIONS[0].1),
+        }
+    }
+
+    fn configure<'a>(&'a self, _loader: &mut EbpfLoader<'a>) {}
+
+    fn attach(&mut self, ebpf: &mut Ebpf, env: &KernelEnv) -> Result<()> {
+        match Self::try_fentry(ebpf, env) {
+            Ok(()) => self.method = Method::Fentry,
+            Err(e) => {
+                self.refused.push(format!("{e:#}"));
+                match Self::try_kprobe(ebpf) {
+                    Ok(()) => self.method = Method::Kprobe,
+                    Err(e) => self.refused.push(format!("{e:#}")),
+                }
+            }
+        }
+        // Counters from now: what was attached before this point is moot.
+        self.base = vmstat::thp_split_counters(&vmstat::read());
+        self.latest = self.base.clone();
+        self.reported = self.base.clone();
+        Ok(())
+    }
+
+    fn sample(&mut self, ebpf: &mut Ebpf) -> Result<()> {
+        self.latest = vmstat::thp_split_counters(&vmstat::read());
+        if self.method != Method::Vmstat {
+            let map: PerCpuHashMap<_, SplitKey, SplitStats> =
+                PerCpuHashMap::try_from(ebpf.map("THP_SPLITS").context("THP_SPLITS")?)?;
+            let mut splits = BTreeMap::new();
+            for entry in map.iter() {
+                let (key, per_cpu) = entry?;
+                let mut total = SplitStats::default();
+                for s in per_cpu.iter() {
+                    total.count += s.count;
+                    if s.comm[0] != 0 {
+                        total.comm = s.comm;
+                    }
+                }
+                splits.insert(key, total);
+            }
+            self.splits = splits;
+        }
+        Ok(())
+    }
+
+    fn fill(&mut self, report: &mut Report, scope: Scope, ebpf: &Ebpf) {
+        let base = match scope {
+            Scope::Interval => std::mem::replace(&mut self.reported, self.latest.clone()),
+            Scope::Whole => self.base.clone(),
+        };
+        let counters: Vec<NamedCount> = self
+            .latest
+            .iter()
+            .map(|(name, v)| NamedCount { name: name.clone(), count: v.saturating_sub(*base.get(name).unwrap_or(v)) })
+            .collect();
+        let pmd_counter = counters.iter().find(|c| c.name == "thp_split_pmd").map_or(0, |c| c.count);
+        let split_base = match scope {
+            Scope::Interval => {
+                std::mem::replace(&mut self.splits_reported, self.splits.iter().map(|(k, s)| (*k, s.count)).collect())
+            }
+            Scope::Whole => BTreeMap::new(),
+        };
+        let stacks = ebpf.map("STACKS").and_then(|m| StackTraceMap::try_from(m).ok());
+        let mut by_pid: BTreeMap<u32, ThpProcess> = BTreeMap::new();
+        let entries: Vec<(SplitKey, SplitStats)> = self.splits.iter().map(|(k, s)| (*k, *s)).collect();
+        for (key, stats) in entries {
+            let n = stats.count - split_base.get(&key).copied().unwrap_or(0).min(stats.count);
+            if n == 0 {
+                continue;
+            }
+            let kernel_stack = self.kernel_stack(key.kernel_stack, stacks.as_ref());
+            let p = by_pid.entry(key.tgid).or_insert_with(|| ThpProcess {
+                pid: key.tgid,
+                comm: comm_string(&stats.comm),
+                kernel_stack,
+                ..ThpProcess::default()
+            });
+            if key.what == 0 { p.pmd_splits += n } else { p.page_splits += n }
+        }
+        let mut processes: Vec<ThpProcess> = by_pid.into_values().collect();
+        processes.sort_by(|a, b| (b.pmd_splits + b.page_splits).cmp(&(a.pmd_splits + a.page_splits)));
+        let (splits, note) = match self.method {
+            Method::Vmstat => (
+                pmd_counter,
+                format!(
+                    "counted from the kernel's global /proc/vmstat counters: no per-process or per-stack detail \
+                     (function hooks refused: {})",
+                    self.refused.join("; ")
+                ),
+            ),
+            m => (
+                processes.iter().map(|p| p.pmd_splits).sum(),
+                format!("{} hooks on the split functions; vmstat counters alongside", m.as_str()),
+            ),
+        };
+        report.thp = Some(Thp { method: self.method.as_str().into(), splits, counters, processes, note });
+    }
+}
+
+pub fn probe_hooks(env: &KernelEnv) -> Vec<Hook> {
+    let split_tracepoint = std::fs::read_dir(env.tracefs.root().join("events/huge_memory"))
+        .ok()
+        .and_then(|d| {
+            d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).find(|n| n.contains("split"))
+        });
+    let has_fn_btf = |f: &str| env.btf.as_ref().is_ok_and(|b| b.has_type(f));
+    let kprobes = std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists()
+        || env.tracefs.root().join("kprobe_events").exists();
+    let vmstat = vmstat::thp_split_counters(&vmstat::read()).contains_key("thp_split_pmd");
+    vec![
+        Hook {
+            name: "tracepoint for THP splits".into(),
+            available: split_tracepoint.is_some(),
+            used: false,
+            required: false,
+            note: match split_tracepoint {
+                Some(tp) => format!("huge_memory:{tp} exists but this version does not use it"),
+                None => "none on this kernel (huge_memory:* has collapse events only)".into(),
+            },
+        },
+        Hook {
+            name: format!("fentry {}", FUNCTIONS[0].1),
+            available: env.allow_tp_btf && has_fn_btf(FUNCTIONS[0].1),
+            used: false,
+            required: false,
+            note: "tried first at run time; some kernels refuse fentry (EPERM)".into(),
+        },
+        Hook {
+            name: format!("kprobe {}", FUNCTIONS[0].1),
+            available: kprobes,
+            used: false,
+            required: false,
+            note: if kprobes { "tried second at run time".into() } else { "this kernel has no kprobes".into() },
+        },
+        Hook {
+            name: "/proc/vmstat thp_split_*".into(),
+            available: vmstat,
+            used: vmstat,
+            required: true,
+            note: "fallback: the kernel's global counters, sampled per interval (no per-process detail)".into(),
+        },
+    ]
+}
