@@ -5,4 +5,5 @@
 pub mod btf;
 pub mod caps;
 pub mod devices;
+pub mod gfp;
 pub mod tracefs;
