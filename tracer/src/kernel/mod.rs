@@ -7,3 +7,4 @@ pub mod caps;
 pub mod devices;
 pub mod gfp;
 pub mod tracefs;
+pub mod zones;
