@@ -10,6 +10,7 @@ pub mod kernel;
 pub mod model;
 pub mod render;
 pub mod session;
+pub mod symbolize;
 
 /// The kernel programs, built by build.rs and embedded so the binary runs on
 /// hosts without a toolchain.

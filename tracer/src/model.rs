@@ -165,6 +165,11 @@ pub struct Frame {
     pub file_offset: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_id: Option<String>,
+    /// User frames: the address as `module`'s symbols and DWARF number it
+    /// (`file_offset` through its program headers). A separate debug file
+    /// keeps no file offsets, so it is searched by this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elf_addr: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

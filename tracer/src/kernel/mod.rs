@@ -6,5 +6,7 @@ pub mod btf;
 pub mod caps;
 pub mod cgroups;
 pub mod devices;
+pub mod gfp;
 pub mod tracefs;
 pub mod vmstat;
+pub mod zones;
