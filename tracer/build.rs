@@ -25,6 +25,9 @@ fn main() -> anyhow::Result<()> {
     // The BPF target's linker is `bpf-linker`; point cargo at ours. Build
     // scripts are single-threaded, so setting the environment is sound.
     unsafe { env::set_var("CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER", &linker) };
+    // aya-build turns every line the nested cargo prints into a
+    // cargo:warning; keep it to real diagnostics.
+    unsafe { env::set_var("CARGO_TERM_QUIET", "true") };
 
     aya_build::build_ebpf(
         [aya_build::Package { name: "tracer-ebpf", root_dir: &root_dir, ..Default::default() }],

@@ -54,7 +54,8 @@ fn memcg_reclaim_is_attributed_to_its_cgroup() {
     let memcg = MemCgroup::new("memcg-reclaim");
     std::fs::write(memcg.dir.join("memory.limit_in_bytes"), (16u64 << 20).to_string()).unwrap();
     let file = std::env::temp_dir().join(format!("tracer-memcg-read-{}", std::process::id()));
-    let tracer = Tracer::start(&["trace", "reclaim", "--cgroup", &memcg.path, "--duration", "120s", "--json"]);
+    let tracer =
+        Tracer::start(&["trace", "reclaim", "--cgroup", &memcg.path, "--duration", "120s", "--json"]);
     let failcnt0: u64 = memcg.read("memory.failcnt").trim().parse().unwrap();
     run_helper(HELPER, &["memcg-read", memcg.dir.to_str().unwrap(), file.to_str().unwrap(), "128"]);
     let failcnt: u64 = memcg.read("memory.failcnt").trim().parse::<u64>().unwrap() - failcnt0;
@@ -70,9 +71,16 @@ fn memcg_reclaim_is_attributed_to_its_cgroup() {
     assert!(memcg_row["nr_reclaimed"].as_u64().unwrap() > 0);
     let process = &memcg_row["processes"][0];
     assert_eq!(process["comm"], "tracer-test-hel");
-    let hist: u64 = memcg_row["histogram"].as_array().unwrap().iter().map(|b| b["count"].as_u64().unwrap()).sum();
+    let hist: u64 =
+        memcg_row["histogram"].as_array().unwrap().iter().map(|b| b["count"].as_u64().unwrap()).sum();
     assert_eq!(hist, memcg_row["count"].as_u64().unwrap());
-    assert!(report["stalls"].as_array().unwrap().iter().any(|s| s["kind"] == "memcg" && s["cgroup"] == memcg.path.as_str()));
+    assert!(
+        report["stalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["kind"] == "memcg" && s["cgroup"] == memcg.path.as_str())
+    );
 }
 
 /// The one slow test: global direct reclaim from a page cache full of a
@@ -104,7 +112,10 @@ fn direct_reclaim_entries_equal_allocstall() {
 
     let tracer = Tracer::start(&["trace", "reclaim", "--duration", "600s", "--json"]);
     let before = vmstat_sum("allocstall_");
-    run_helper(HELPER, &["reclaim-pressure", sparse.to_str().unwrap(), &cache.to_string(), &anon.to_string()]);
+    run_helper(
+        HELPER,
+        &["reclaim-pressure", sparse.to_str().unwrap(), &cache.to_string(), &anon.to_string()],
+    );
     std::thread::sleep(std::time::Duration::from_millis(500));
     let stalls = vmstat_sum("allocstall_") - before;
     let done = tracer.stop();

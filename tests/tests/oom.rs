@@ -83,7 +83,9 @@ fn a_memcg_oom_kill_matches_the_kernels_counters() {
         .unwrap()
         .iter()
         .find(|f| f["symbol"].as_str().is_some_and(|s| s.ends_with("touch_pages")))
-        .unwrap_or_else(|| panic!("touch_pages not in the trigger's user stack: {}", kill["trigger_user_stack"]));
+        .unwrap_or_else(|| {
+            panic!("touch_pages not in the trigger's user stack: {}", kill["trigger_user_stack"])
+        });
     assert!(frame["file"].as_str().unwrap().ends_with("tracer-test-helper.rs"), "{frame}");
     assert_eq!(report["lost_events"], 0, "{}", report["lost"]);
 }

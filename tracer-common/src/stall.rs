@@ -218,7 +218,10 @@ mod tests {
         // memcg reclaim nested inside direct reclaim ends first.
         assert_eq!(stall_end(&mut m, MEMCG, 170), Ended::Timed { start: start(150), duration_ns: 20 });
         assert_eq!(stall_end(&mut m, DIRECT, 200), Ended::Timed { start: start(100), duration_ns: 100 });
-        assert_eq!(stall_end(&mut m, StallTask { pid: 8, ..DIRECT }, 220), Ended::Timed { start: start(120), duration_ns: 100 });
+        assert_eq!(
+            stall_end(&mut m, StallTask { pid: 8, ..DIRECT }, 220),
+            Ended::Timed { start: start(120), duration_ns: 100 }
+        );
     }
 
     #[test]

@@ -30,7 +30,13 @@ static ALLOC_ROWS_MAP: PerCpuHashMap<AllocKey, AllocStats> = PerCpuHashMap::with
 static ALLOC_EVENTS: RingBuf = RingBuf::with_byte_size(ALLOC_EVENTS_BYTES, 0);
 
 #[inline(always)]
-fn on_page_alloc<F: CurrentTask, C: StackIdContext>(ctx: &C, page: u64, order: u64, gfp: u64, migratetype: u64) {
+fn on_page_alloc<F: CurrentTask, C: StackIdContext>(
+    ctx: &C,
+    page: u64,
+    order: u64,
+    gfp: u64,
+    migratetype: u64,
+) {
     if page != 0 {
         return;
     }

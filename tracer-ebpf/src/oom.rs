@@ -19,7 +19,9 @@ use tracer_common::{
 
 use crate::{
     both_flavors,
-    shared::{CurrentTask, Fields, capture_stacks, count, global, has_user_stack, task_memcg_id, task_wanted},
+    shared::{
+        CurrentTask, Fields, capture_stacks, count, global, has_user_stack, task_memcg_id, task_wanted,
+    },
 };
 
 #[unsafe(no_mangle)]
@@ -161,8 +163,14 @@ both_flavors!(finish_task_reaping_btf, finish_task_reaping_raw, "finish_task_rea
     on_reaping(OOM_KIND_REAP_FINISH, ctx.arg(0))
 });
 both_flavors!(reclaim_retry_zone_btf, reclaim_retry_zone_raw, "reclaim_retry_zone", |ctx, F| {
-    { let _ = &ctx; count_retry(OOM_COUNT_RECLAIM_RETRY) }
+    {
+        let _ = &ctx;
+        count_retry(OOM_COUNT_RECLAIM_RETRY)
+    }
 });
 both_flavors!(compact_retry_btf, compact_retry_raw, "compact_retry", |ctx, F| {
-    { let _ = &ctx; count_retry(OOM_COUNT_COMPACT_RETRY) }
+    {
+        let _ = &ctx;
+        count_retry(OOM_COUNT_COMPACT_RETRY)
+    }
 });

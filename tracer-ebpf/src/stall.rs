@@ -13,11 +13,11 @@ use aya_ebpf::{
 use tracer_common::{
     counters::Counter,
     stall::{
-        COMPACT_ATTEMPTS, COMPACT_RESULT_BASE, COMPACT_RESULTS, KSWAPD_AWAKE_NS, KSWAPD_SLEEPS, KSWAPD_WAKES,
-        KSWAPD_WAKEUPS_REQUESTED, STALL_COMPACTION, STALL_COUNT_SLOTS, STALL_DIRECT_RECLAIM, STALL_EVENTS_BYTES,
-        STALL_ABANDONED, STALL_IN_FLIGHT, STALL_MEMCG_RECLAIM, STALL_ROWS, STALL_STACK_ROWS, STALL_UNMATCHED_END,
-        Ended, InFlight, SplitKey, SplitStats, StallConfig, StallEvent, StallKey, StallStackKey, StallStackStats,
-        StallStart, StallStats, StallTask, stall_begin, stall_end,
+        COMPACT_ATTEMPTS, COMPACT_RESULT_BASE, COMPACT_RESULTS, Ended, InFlight, KSWAPD_AWAKE_NS,
+        KSWAPD_SLEEPS, KSWAPD_WAKES, KSWAPD_WAKEUPS_REQUESTED, STALL_ABANDONED, STALL_COMPACTION,
+        STALL_COUNT_SLOTS, STALL_DIRECT_RECLAIM, STALL_EVENTS_BYTES, STALL_IN_FLIGHT, STALL_MEMCG_RECLAIM,
+        STALL_ROWS, STALL_STACK_ROWS, STALL_UNMATCHED_END, SplitKey, SplitStats, StallConfig, StallEvent,
+        StallKey, StallStackKey, StallStackStats, StallStart, StallStats, StallTask, stall_begin, stall_end,
     },
 };
 
@@ -85,7 +85,8 @@ fn on_begin<F: CurrentTask, C: StackIdContext>(ctx: &C, kind: u32, order: i32, g
         return;
     }
     let (kernel_stack, user_stack) = capture_stacks(ctx, has_user_stack::<F>(task));
-    let start = StallStart { ts_ns: unsafe { bpf_ktime_get_ns() }, order, gfp_flags: gfp, kernel_stack, user_stack };
+    let start =
+        StallStart { ts_ns: unsafe { bpf_ktime_get_ns() }, order, gfp_flags: gfp, kernel_stack, user_stack };
     if stall_begin(&mut KernelInFlight, StallTask { pid: pid_tgid as u32, kind }, start) {
         bump(STALL_ABANDONED + kind, 1);
     }
@@ -95,17 +96,18 @@ fn on_begin<F: CurrentTask, C: StackIdContext>(ctx: &C, kind: u32, order: i32, g
 fn on_end<F: CurrentTask>(kind: u32, result: u64) {
     let now = unsafe { bpf_ktime_get_ns() };
     let pid_tgid = bpf_get_current_pid_tgid();
-    let (start, duration) = match stall_end(&mut KernelInFlight, StallTask { pid: pid_tgid as u32, kind }, now) {
-        Ended::Timed { start, duration_ns } => (start, duration_ns),
-        Ended::Unmatched => {
-            // Began before tracing (or filtered out at begin): not timed.
-            let filtered = task_wanted::<F>(F::current_task(), (pid_tgid >> 32) as u32).is_none();
-            if !filtered {
-                bump(STALL_UNMATCHED_END + kind, 1);
+    let (start, duration) =
+        match stall_end(&mut KernelInFlight, StallTask { pid: pid_tgid as u32, kind }, now) {
+            Ended::Timed { start, duration_ns } => (start, duration_ns),
+            Ended::Unmatched => {
+                // Began before tracing (or filtered out at begin): not timed.
+                let filtered = task_wanted::<F>(F::current_task(), (pid_tgid >> 32) as u32).is_none();
+                if !filtered {
+                    bump(STALL_UNMATCHED_END + kind, 1);
+                }
+                return;
             }
-            return;
-        }
-    };
+        };
     let tgid = (pid_tgid >> 32) as u32;
     let memcg_id = task_wanted::<F>(F::current_task(), tgid).unwrap_or(0);
     let comm = bpf_get_current_comm().unwrap_or([0; 16]);
@@ -236,18 +238,34 @@ fn on_split<C: StackIdContext>(ctx: &C, what: u32) {
 // (struct compact_control *cc, ...), end's fifth argument is the status;
 // kswapd_wake(int nid, int zid, int order), kswapd_sleep(int nid).
 
-both_flavors!(mm_vmscan_direct_reclaim_begin_btf, mm_vmscan_direct_reclaim_begin_raw, "mm_vmscan_direct_reclaim_begin", |ctx, F| {
-    on_begin::<F, _>(&ctx, STALL_DIRECT_RECLAIM, ctx.arg::<u64>(0) as i32, ctx.arg::<u64>(1) as u32)
-});
-both_flavors!(mm_vmscan_direct_reclaim_end_btf, mm_vmscan_direct_reclaim_end_raw, "mm_vmscan_direct_reclaim_end", |ctx, F| {
-    on_end::<F>(STALL_DIRECT_RECLAIM, ctx.arg(0))
-});
-both_flavors!(mm_vmscan_memcg_reclaim_begin_btf, mm_vmscan_memcg_reclaim_begin_raw, "mm_vmscan_memcg_reclaim_begin", |ctx, F| {
-    on_begin::<F, _>(&ctx, STALL_MEMCG_RECLAIM, ctx.arg::<u64>(0) as i32, ctx.arg::<u64>(1) as u32)
-});
-both_flavors!(mm_vmscan_memcg_reclaim_end_btf, mm_vmscan_memcg_reclaim_end_raw, "mm_vmscan_memcg_reclaim_end", |ctx, F| {
-    on_end::<F>(STALL_MEMCG_RECLAIM, ctx.arg(0))
-});
+both_flavors!(
+    mm_vmscan_direct_reclaim_begin_btf,
+    mm_vmscan_direct_reclaim_begin_raw,
+    "mm_vmscan_direct_reclaim_begin",
+    |ctx, F| {
+        on_begin::<F, _>(&ctx, STALL_DIRECT_RECLAIM, ctx.arg::<u64>(0) as i32, ctx.arg::<u64>(1) as u32)
+    }
+);
+both_flavors!(
+    mm_vmscan_direct_reclaim_end_btf,
+    mm_vmscan_direct_reclaim_end_raw,
+    "mm_vmscan_direct_reclaim_end",
+    |ctx, F| { on_end::<F>(STALL_DIRECT_RECLAIM, ctx.arg(0)) }
+);
+both_flavors!(
+    mm_vmscan_memcg_reclaim_begin_btf,
+    mm_vmscan_memcg_reclaim_begin_raw,
+    "mm_vmscan_memcg_reclaim_begin",
+    |ctx, F| {
+        on_begin::<F, _>(&ctx, STALL_MEMCG_RECLAIM, ctx.arg::<u64>(0) as i32, ctx.arg::<u64>(1) as u32)
+    }
+);
+both_flavors!(
+    mm_vmscan_memcg_reclaim_end_btf,
+    mm_vmscan_memcg_reclaim_end_raw,
+    "mm_vmscan_memcg_reclaim_end",
+    |ctx, F| { on_end::<F>(STALL_MEMCG_RECLAIM, ctx.arg(0)) }
+);
 both_flavors!(mm_compaction_begin_btf, mm_compaction_begin_raw, "mm_compaction_begin", |ctx, F| {
     if is_direct::<F>(ctx.arg(0)) {
         on_begin::<F, _>(&ctx, STALL_COMPACTION, -1, 0)
@@ -256,18 +274,34 @@ both_flavors!(mm_compaction_begin_btf, mm_compaction_begin_raw, "mm_compaction_b
 both_flavors!(mm_compaction_end_btf, mm_compaction_end_raw, "mm_compaction_end", |ctx, F| {
     on_compaction_end::<F>(ctx.arg(0), ctx.arg(4))
 });
-both_flavors!(mm_compaction_try_to_compact_pages_btf, mm_compaction_try_to_compact_pages_raw, "mm_compaction_try_to_compact_pages", |ctx, F| {
-    { let _ = &ctx; bump(COMPACT_ATTEMPTS, 1) }
-});
+both_flavors!(
+    mm_compaction_try_to_compact_pages_btf,
+    mm_compaction_try_to_compact_pages_raw,
+    "mm_compaction_try_to_compact_pages",
+    |ctx, F| {
+        {
+            let _ = &ctx;
+            bump(COMPACT_ATTEMPTS, 1)
+        }
+    }
+);
 both_flavors!(mm_vmscan_kswapd_wake_btf, mm_vmscan_kswapd_wake_raw, "mm_vmscan_kswapd_wake", |ctx, F| {
     on_kswapd_wake(ctx.arg(0))
 });
 both_flavors!(mm_vmscan_kswapd_sleep_btf, mm_vmscan_kswapd_sleep_raw, "mm_vmscan_kswapd_sleep", |ctx, F| {
     on_kswapd_sleep(ctx.arg(0))
 });
-both_flavors!(mm_vmscan_wakeup_kswapd_btf, mm_vmscan_wakeup_kswapd_raw, "mm_vmscan_wakeup_kswapd", |ctx, F| {
-    { let _ = &ctx; bump(KSWAPD_WAKEUPS_REQUESTED, 1) }
-});
+both_flavors!(
+    mm_vmscan_wakeup_kswapd_btf,
+    mm_vmscan_wakeup_kswapd_raw,
+    "mm_vmscan_wakeup_kswapd",
+    |ctx, F| {
+        {
+            let _ = &ctx;
+            bump(KSWAPD_WAKEUPS_REQUESTED, 1)
+        }
+    }
+);
 
 // THP splits have no tracepoint; these function hooks are optional extras,
 // used only where the kernel allows them (user space falls back to

@@ -86,7 +86,10 @@ fn plan(name: FamilyName, args: &TraceArgs, disks: &[(String, u32)], env: &Kerne
         return unavailable(String::new(), "not implemented in this version".into());
     };
     if let Some(missing) = hooks.iter().find(|h| h.required && !h.available) {
-        return unavailable(missing.name.clone(), format!("{} is unavailable: {}", missing.name, missing.note));
+        return unavailable(
+            missing.name.clone(),
+            format!("{} is unavailable: {}", missing.name, missing.note),
+        );
     }
     let family: Result<Box<dyn Family>> = match name {
         FamilyName::Block => {
@@ -138,7 +141,9 @@ impl SharedGlobals {
             let cgroups =
                 Cgroups::find().context("--cgroup: no memory cgroup hierarchy is mounted on this host")?;
             if offsets.memcg_enabled == 0 {
-                bail!("--cgroup: this kernel's BTF does not describe memory cgroups; cannot filter by cgroup");
+                bail!(
+                    "--cgroup: this kernel's BTF does not describe memory cgroups; cannot filter by cgroup"
+                );
             }
             filter.memcg_id = cgroups.id_of(path).context("--cgroup")?;
         }
@@ -179,12 +184,19 @@ fn trace(args: TraceArgs) -> Result<ExitCode> {
             Planned::Ready(family) => families.push(family),
             Planned::Unavailable { family, hook, why } => {
                 eprintln!("tracer: {family}: not traced: {why}");
-                statuses.push(FamilyStatus { family: family.into(), state: "unavailable".into(), hook, detail: why });
+                statuses.push(FamilyStatus {
+                    family: family.into(),
+                    state: "unavailable".into(),
+                    hook,
+                    detail: why,
+                });
             }
         }
     }
     if families.is_empty() {
-        bail!("nothing could be traced (see the reasons above); `tracer probes` lists what this kernel offers");
+        bail!(
+            "nothing could be traced (see the reasons above); `tracer probes` lists what this kernel offers"
+        );
     }
 
     raise_memlock_limit();
@@ -334,7 +346,12 @@ impl Run {
             tool: "tracer".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             host: self.host.clone(),
-            window: Window { start_unix_s: self.start_unix_s + offset_s, offset_s, duration_s, interval: index },
+            window: Window {
+                start_unix_s: self.start_unix_s + offset_s,
+                offset_s,
+                duration_s,
+                interval: index,
+            },
             families: self.statuses.clone(),
             warnings: self.warnings.clone(),
             ..Report::default()
@@ -387,7 +404,8 @@ impl Sink {
     fn open(args: &TraceArgs) -> Result<Self> {
         let file = match &args.output {
             Some(path) => Some(
-                File::create(path).with_context(|| format!("cannot write the report to {}", path.display()))?,
+                File::create(path)
+                    .with_context(|| format!("cannot write the report to {}", path.display()))?,
             ),
             None => None,
         };
@@ -432,7 +450,8 @@ fn probes(args: ProbesArgs) -> Result<ExitCode> {
         eprintln!("tracer: {notice}");
     }
     let mut table: Vec<(&str, Vec<Hook>, String)> = Vec::new();
-    for name in [FamilyName::Block, FamilyName::Alloc, FamilyName::Oom, FamilyName::Reclaim, FamilyName::Thp] {
+    for name in [FamilyName::Block, FamilyName::Alloc, FamilyName::Oom, FamilyName::Reclaim, FamilyName::Thp]
+    {
         let (hooks, verdict) = match hooks_for(name, &env, false) {
             Some(hooks) => {
                 let verdict = match hooks.iter().find(|h| h.required && !h.available) {
@@ -473,7 +492,13 @@ fn probes(args: ProbesArgs) -> Result<ExitCode> {
         for (family, hooks, verdict) in &table {
             println!("{family}: {verdict}");
             for h in hooks {
-                let mark = if h.used { "use" } else if h.available { "ok " } else { "-- " };
+                let mark = if h.used {
+                    "use"
+                } else if h.available {
+                    "ok "
+                } else {
+                    "-- "
+                };
                 println!("  [{mark}] {:<36} {}", h.name, h.note);
             }
         }

@@ -110,8 +110,10 @@ fn alloc_fail(memcg: &std::path::Path, max_failures: u32) {
     std::io::stdout().flush().unwrap();
     wait_for("go");
     std::fs::write(memcg.join("cgroup.procs"), std::process::id().to_string()).expect("joining the memcg");
-    let usage: u64 = std::fs::read_to_string(memcg.join("memory.usage_in_bytes")).unwrap().trim().parse().unwrap();
-    std::fs::write(memcg.join("memory.limit_in_bytes"), (usage + (1 << 20)).to_string()).expect("setting the limit");
+    let usage: u64 =
+        std::fs::read_to_string(memcg.join("memory.usage_in_bytes")).unwrap().trim().parse().unwrap();
+    std::fs::write(memcg.join("memory.limit_in_bytes"), (usage + (1 << 20)).to_string())
+        .expect("setting the limit");
     let mut fds = Vec::with_capacity(100_000);
     let mut failures = 0;
     while failures < max_failures && fds.len() < 100_000 {
@@ -150,11 +152,18 @@ fn create_map() -> i64 {
     const SYS_BPF: i64 = 321;
     const BPF_MAP_CREATE: i64 = 0;
     const BPF_MAP_TYPE_ARRAY: u32 = 2;
-    let attr = MapCreateAttr { map_type: BPF_MAP_TYPE_ARRAY, key_size: 4, value_size: 16384, max_entries: 1, rest: [0; 14] };
+    let attr = MapCreateAttr {
+        map_type: BPF_MAP_TYPE_ARRAY,
+        key_size: 4,
+        value_size: 16384,
+        max_entries: 1,
+        rest: [0; 14],
+    };
     let ret: i64;
     unsafe {
-        std::arch::asm!(
-            "syscall", // ALLOC-CALL
+        // DWARF gives the whole asm block the line of its first token.
+        std::arch::asm!( // ALLOC-CALL
+            "syscall",
             inlateout("rax") SYS_BPF => ret,
             in("rdi") BPF_MAP_CREATE,
             in("rsi") &attr as *const MapCreateAttr,
@@ -182,7 +191,14 @@ fn oom_hog(memcg: &std::path::Path, mb: usize) {
     join_memcg(memcg);
     let len = mb << 20;
     let area = unsafe {
-        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
     };
     assert_ne!(area, libc::MAP_FAILED);
     touch_pages(area.cast(), len);
@@ -207,7 +223,14 @@ fn thp_split(n: u32) {
     for _ in 0..n {
         let len = 8 << 20;
         let base = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
         };
         assert_ne!(base, libc::MAP_FAILED);
         let aligned = ((base as usize + HUGE - 1) & !(HUGE - 1)) as *mut u8;
@@ -262,7 +285,14 @@ fn reclaim_pressure(sparse: &std::path::Path, cache_gib: u64, anon_gib: u64) {
     while f.read(&mut buf).unwrap_or(0) > 0 {}
     let len = (anon_gib << 30) as usize;
     let area = unsafe {
-        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
     };
     assert_ne!(area, libc::MAP_FAILED);
     touch_pages(area.cast(), len);

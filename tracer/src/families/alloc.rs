@@ -10,12 +10,13 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuHashMap, RingBuf, StackTraceMap},
+    maps::{MapData, PerCpuHashMap, StackTraceMap},
 };
-use tokio::io::unix::AsyncFd;
 use tracer_common::alloc::{AllocConfig, AllocEvent, AllocKey, AllocStats};
 
-use super::{Family, Hook, KernelEnv, ProgramFlavor, Scope, load_and_attach};
+use super::{
+    EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, drain_ring, load_and_attach, watch_ring,
+};
 use crate::{
     kernel::{
         cgroups::Cgroups,
@@ -41,7 +42,7 @@ pub struct AllocFamily {
     migratetypes: Vec<String>,
     started_mono_ns: u64,
     flavor: Option<ProgramFlavor>,
-    events: Option<AsyncFd<RingBuf<MapData>>>,
+    events: Option<EventRing>,
     /// User stacks normalized while their process was alive.
     user_stacks: HashMap<(u32, i32), Vec<Frame>>,
     /// Resolved kernel stacks by id.
@@ -64,7 +65,9 @@ impl AllocFamily {
         }
         let mut warnings = Vec::new();
         let gfp = GfpTable::from_tracefs(&env.tracefs).unwrap_or_else(|e| {
-            warnings.push(format!("gfp flag names from the kernel's format file unavailable ({e:#}); using built-in names"));
+            warnings.push(format!(
+                "gfp flag names from the kernel's format file unavailable ({e:#}); using built-in names"
+            ));
             GfpTable::builtin()
         });
         let migratetypes = env.btf.as_ref().map(migratetype_names).unwrap_or_default();
@@ -103,7 +106,8 @@ impl AllocFamily {
         }
         if self.snapshot_orders.insert(event.key.order) {
             let at = self.seconds_since_start(event.ts_ns);
-            self.zone_snapshots.push(zones::snapshot(at, &format!("first order-{} failure", event.key.order)));
+            self.zone_snapshots
+                .push(zones::snapshot(at, &format!("first order-{} failure", event.key.order)));
         }
     }
 
@@ -138,7 +142,10 @@ pub fn stack_addrs(stacks: Option<&StackTraceMap<&MapData>>, id: i32) -> Option<
 pub fn strip_tracing_frames(frames: Vec<Frame>) -> Vec<Frame> {
     let tracing = |f: &Frame| {
         f.symbol.as_deref().is_some_and(|s| {
-            s.starts_with("bpf_") || s.starts_with("__bpf_") || s.starts_with("__traceiter_") || s.starts_with("perf_trace_")
+            s.starts_with("bpf_")
+                || s.starts_with("__bpf_")
+                || s.starts_with("__traceiter_")
+                || s.starts_with("perf_trace_")
         })
     };
     let skip = frames.iter().take_while(|f| tracing(f)).count();
@@ -164,8 +171,7 @@ impl Family for AllocFamily {
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, env: &KernelEnv) -> Result<()> {
-        let ring = RingBuf::try_from(ebpf.take_map("ALLOC_EVENTS").context("ALLOC_EVENTS map")?)?;
-        self.events = Some(AsyncFd::new(ring).context("watching the allocation event ring")?);
+        self.events = Some(watch_ring(ebpf, "ALLOC_EVENTS")?);
         self.flavor = Some(load_and_attach(ebpf, &["mm_page_alloc"], env)?);
         Ok(())
     }
@@ -174,16 +180,9 @@ impl Family for AllocFamily {
         let Some(events) = self.events.as_mut() else {
             return Poll::Pending;
         };
-        let Poll::Ready(Ok(mut guard)) = events.poll_read_ready_mut(cx) else {
+        let Poll::Ready(batch) = drain_ring::<AllocEvent>(events, cx) else {
             return Poll::Pending;
         };
-        let mut batch = Vec::new();
-        while let Some(item) = guard.get_inner_mut().next() {
-            if item.len() >= std::mem::size_of::<AllocEvent>() {
-                batch.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<AllocEvent>()) });
-            }
-        }
-        guard.clear_ready();
         let stacks = ebpf.map("STACKS").and_then(|m| StackTraceMap::try_from(m).ok());
         for event in &batch {
             self.on_event(event, stacks.as_ref());
@@ -312,7 +311,15 @@ mod tests {
     use super::*;
 
     fn stats(count: u64, first: u64, last: u64, pid: u32) -> AllocStats {
-        AllocStats { count, first_ns: first, last_ns: last, memcg_id: 7, pid, migratetype: 0, comm: *b"helper\0\0\0\0\0\0\0\0\0\0" }
+        AllocStats {
+            count,
+            first_ns: first,
+            last_ns: last,
+            memcg_id: 7,
+            pid,
+            migratetype: 0,
+            comm: *b"helper\0\0\0\0\0\0\0\0\0\0",
+        }
     }
 
     #[test]
@@ -328,7 +335,12 @@ mod tests {
     #[test]
     fn strips_tracing_frames_only_at_the_top() {
         let f = |s: &str| Frame { symbol: Some(s.into()), ..Frame::default() };
-        let frames = vec![f("bpf_prog_abc_mm_page_alloc_btf"), f("__bpf_trace_mm_page_alloc"), f("__alloc_frozen_pages_noprof"), f("bpf_map_area_alloc")];
+        let frames = vec![
+            f("bpf_prog_abc_mm_page_alloc_btf"),
+            f("__bpf_trace_mm_page_alloc"),
+            f("__alloc_frozen_pages_noprof"),
+            f("bpf_map_area_alloc"),
+        ];
         let kept: Vec<_> = strip_tracing_frames(frames).into_iter().map(|f| f.symbol.unwrap()).collect();
         assert_eq!(kept, ["__alloc_frozen_pages_noprof", "bpf_map_area_alloc"]);
     }

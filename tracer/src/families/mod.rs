@@ -38,7 +38,13 @@ pub struct KernelEnv {
 
 impl KernelEnv {
     pub fn new(tracefs: Tracefs, btf: std::result::Result<KernelBtf, String>, allow_tp_btf: bool) -> Self {
-        Self { tracefs, btf, allow_tp_btf, started_mono_ns: monotonic_ns(), aya_btf: std::cell::OnceCell::new() }
+        Self {
+            tracefs,
+            btf,
+            allow_tp_btf,
+            started_mono_ns: monotonic_ns(),
+            aya_btf: std::cell::OnceCell::new(),
+        }
     }
 
     /// aya's view of kernel BTF, if BTF tracepoints are allowed and it parses.
@@ -178,4 +184,34 @@ pub fn tp_btf_hook(env: &KernelEnv, tracepoints: &[&str]) -> Hook {
             format!("no BTF for {}; raw_tp with probe reads is used", missing.join(", "))
         },
     }
+}
+
+/// A family's event ring buffer, watched for readability by the runtime.
+pub type EventRing = tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>;
+
+/// Takes the ring buffer map `name` out of the object and watches it.
+pub fn watch_ring(ebpf: &mut Ebpf, name: &str) -> Result<EventRing> {
+    use anyhow::Context as _;
+    let ring = aya::maps::RingBuf::try_from(ebpf.take_map(name).with_context(|| format!("{name} map"))?)?;
+    // Safety: the ring buffer owns its map's file descriptor, which stays
+    // open and unchanged until the AsyncFd (owning the ring) is dropped.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("watching {name}: {e}"))
+}
+
+/// Every event of type `E` waiting in a ring; `Pending` when none is.
+pub fn drain_ring<E: Copy>(ring: &mut EventRing, cx: &mut std::task::Context<'_>) -> std::task::Poll<Vec<E>> {
+    let std::task::Poll::Ready(Ok(mut guard)) = ring.poll_read_ready_mut(cx) else {
+        return std::task::Poll::Pending;
+    };
+    let mut events = Vec::new();
+    while let Some(item) = guard.get_inner_mut().next() {
+        if item.len() >= std::mem::size_of::<E>() {
+            // Safety: the kernel side writes `E` (a #[repr(C)] plain
+            // struct shared through tracer-common) into each record.
+            events.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<E>()) });
+        }
+    }
+    guard.clear_ready();
+    std::task::Poll::Ready(events)
 }

@@ -10,18 +10,17 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{MapData, PerCpuArray, StackTraceMap},
 };
-use tokio::io::unix::AsyncFd;
 use tracer_common::oom::{
-    OOM_COUNT_COMPACT_RETRY, OOM_COUNT_RECLAIM_RETRY, OOM_KIND_KILL, OOM_KIND_REAP_FINISH, OOM_KIND_REAP_START,
-    OomEvent, OomOffsets,
+    OOM_COUNT_COMPACT_RETRY, OOM_COUNT_RECLAIM_RETRY, OOM_KIND_KILL, OOM_KIND_REAP_FINISH,
+    OOM_KIND_REAP_START, OomEvent, OomOffsets,
 };
 
 use super::{
-    Family, Hook, KernelEnv, ProgramFlavor, Scope,
+    EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope,
     alloc::{comm_string, stack_addrs, strip_tracing_frames},
-    load_and_attach,
+    drain_ring, load_and_attach, watch_ring,
 };
 use crate::{
     kernel::{btf::KernelBtf, cgroups::Cgroups},
@@ -55,7 +54,7 @@ pub struct OomFamily {
     page_kb: u64,
     flavor: Option<ProgramFlavor>,
     attached: Vec<&'static str>,
-    events: Option<AsyncFd<RingBuf<MapData>>>,
+    events: Option<EventRing>,
     cgroups: Option<Cgroups>,
     kills: Vec<Kill>,
     kills_reported: usize,
@@ -145,8 +144,14 @@ impl OomFamily {
             }
             kind @ (OOM_KIND_REAP_START | OOM_KIND_REAP_FINISH) => {
                 // Reaping follows the victim's latest kill.
-                if let Some(kill) = self.kills.iter_mut().rev().find(|k| k.event.victim_pid == event.victim_pid) {
-                    let slot = if kind == OOM_KIND_REAP_START { &mut kill.reap_start_ns } else { &mut kill.reap_finish_ns };
+                if let Some(kill) =
+                    self.kills.iter_mut().rev().find(|k| k.event.victim_pid == event.victim_pid)
+                {
+                    let slot = if kind == OOM_KIND_REAP_START {
+                        &mut kill.reap_start_ns
+                    } else {
+                        &mut kill.reap_finish_ns
+                    };
                     slot.get_or_insert(event.ts_ns);
                 }
             }
@@ -178,8 +183,11 @@ impl OomFamily {
 /// The nearest cgroup at or above `path` with a memory limit, with its
 /// limit and usage now: for a memcg OOM, the limit that was hit.
 fn limited_ancestor(cgroups: &Cgroups, path: &str) -> Option<(String, u64, u64)> {
-    let (limit_file, usage_file) =
-        if cgroups.version() == 1 { ("memory.limit_in_bytes", "memory.usage_in_bytes") } else { ("memory.max", "memory.current") };
+    let (limit_file, usage_file) = if cgroups.version() == 1 {
+        ("memory.limit_in_bytes", "memory.usage_in_bytes")
+    } else {
+        ("memory.max", "memory.current")
+    };
     let mut current = if path.is_empty() { "/".to_string() } else { path.to_string() };
     loop {
         let limit = cgroups.read(&current, limit_file).and_then(|v| v.parse::<u64>().ok());
@@ -229,8 +237,7 @@ impl Family for OomFamily {
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, env: &KernelEnv) -> Result<()> {
-        let ring = RingBuf::try_from(ebpf.take_map("OOM_EVENTS").context("OOM_EVENTS map")?)?;
-        self.events = Some(AsyncFd::new(ring).context("watching the OOM event ring")?);
+        self.events = Some(watch_ring(ebpf, "OOM_EVENTS")?);
         // Optional tracepoints degrade the report, not the family.
         let present: Vec<&'static str> = TRACEPOINTS
             .iter()
@@ -249,16 +256,9 @@ impl Family for OomFamily {
         let Some(events) = self.events.as_mut() else {
             return Poll::Pending;
         };
-        let Poll::Ready(Ok(mut guard)) = events.poll_read_ready_mut(cx) else {
+        let Poll::Ready(batch) = drain_ring::<OomEvent>(events, cx) else {
             return Poll::Pending;
         };
-        let mut batch = Vec::new();
-        while let Some(item) = guard.get_inner_mut().next() {
-            if item.len() >= std::mem::size_of::<OomEvent>() {
-                batch.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<OomEvent>()) });
-            }
-        }
-        guard.clear_ready();
         let stacks = ebpf.map("STACKS").and_then(|m| StackTraceMap::try_from(m).ok());
         for event in &batch {
             self.on_event(event, stacks.as_ref());
@@ -267,8 +267,11 @@ impl Family for OomFamily {
     }
 
     fn sample(&mut self, ebpf: &mut Ebpf) -> Result<()> {
-        let counts: PerCpuArray<_, u64> = PerCpuArray::try_from(ebpf.map("OOM_COUNTS").context("OOM_COUNTS map")?)?;
-        for (slot, out) in [OOM_COUNT_RECLAIM_RETRY, OOM_COUNT_COMPACT_RETRY].into_iter().zip(self.retries.iter_mut()) {
+        let counts: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(ebpf.map("OOM_COUNTS").context("OOM_COUNTS map")?)?;
+        for (slot, out) in
+            [OOM_COUNT_RECLAIM_RETRY, OOM_COUNT_COMPACT_RETRY].into_iter().zip(self.retries.iter_mut())
+        {
             *out = counts.get(&slot, 0)?.iter().sum();
         }
         Ok(())
@@ -367,8 +370,25 @@ mod tests {
 
     #[test]
     fn scope_from_the_triggers_stack() {
-        assert_eq!(oom_scope(&frames(&["dump_header", "oom_kill_process", "out_of_memory", "mem_cgroup_out_of_memory", "try_charge_memcg"])), "memcg");
-        assert_eq!(oom_scope(&frames(&["oom_kill_process", "out_of_memory", "__alloc_pages_may_oom", "__alloc_pages_slowpath"])), "global");
+        assert_eq!(
+            oom_scope(&frames(&[
+                "dump_header",
+                "oom_kill_process",
+                "out_of_memory",
+                "mem_cgroup_out_of_memory",
+                "try_charge_memcg"
+            ])),
+            "memcg"
+        );
+        assert_eq!(
+            oom_scope(&frames(&[
+                "oom_kill_process",
+                "out_of_memory",
+                "__alloc_pages_may_oom",
+                "__alloc_pages_slowpath"
+            ])),
+            "global"
+        );
         assert_eq!(oom_scope(&frames(&["something_else"])), "unknown");
     }
 

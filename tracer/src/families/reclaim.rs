@@ -10,28 +10,28 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
+    maps::{MapData, PerCpuArray, PerCpuHashMap, StackTraceMap},
 };
-use tokio::io::unix::AsyncFd;
 use tracer_common::{
     hist::LatencyHist,
     stall::{
         COMPACT_ATTEMPTS, COMPACT_RESULT_BASE, COMPACT_RESULTS, KSWAPD_AWAKE_NS, KSWAPD_SLEEPS, KSWAPD_WAKES,
-        KSWAPD_WAKEUPS_REQUESTED, STALL_COMPACTION, STALL_COUNT_SLOTS, STALL_DIRECT_RECLAIM, STALL_MEMCG_RECLAIM,
-        STALL_ABANDONED, STALL_UNMATCHED_END, StallConfig, StallEvent, StallKey, StallStackKey, StallStackStats, StallStats,
+        KSWAPD_WAKEUPS_REQUESTED, STALL_ABANDONED, STALL_COMPACTION, STALL_COUNT_SLOTS, STALL_DIRECT_RECLAIM,
+        STALL_MEMCG_RECLAIM, STALL_UNMATCHED_END, StallConfig, StallEvent, StallKey, StallStackKey,
+        StallStackStats, StallStats,
     },
 };
 
 use super::{
-    Family, Hook, KernelEnv, ProgramFlavor, Scope,
+    EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope,
     alloc::{comm_string, stack_addrs, strip_tracing_frames},
-    load_and_attach,
+    drain_ring, load_and_attach, watch_ring,
 };
 use crate::{
     kernel::cgroups::Cgroups,
     model::{
-        Compaction, Frame, Kswapd, NamedCount, Percentiles, Report, Stall, StallBreakdown, StallRow, StallStack,
-        buckets_of,
+        Compaction, Frame, Kswapd, NamedCount, Percentiles, Report, Stall, StallBreakdown, StallRow,
+        StallStack, buckets_of,
     },
     symbolize::{self, KernelSymbolizer},
 };
@@ -71,7 +71,7 @@ pub struct ReclaimFamily {
     compact_names: BTreeMap<u32, String>,
     flavor: Option<ProgramFlavor>,
     attached: Vec<&'static str>,
-    events: Option<AsyncFd<RingBuf<MapData>>>,
+    events: Option<EventRing>,
     stalls: Vec<StallEvent>,
     stalls_reported: usize,
     stalls_dropped: u64,
@@ -89,7 +89,8 @@ impl ReclaimFamily {
         let cc_direct = btf.and_then(|b| b.member_offset("compact_control", "direct_compaction").ok());
         let mut warnings = Vec::new();
         if cc_direct.is_none() {
-            warnings.push("compact_control.direct_compaction unknown: kcompactd runs count as stalls too".into());
+            warnings
+                .push("compact_control.direct_compaction unknown: kcompactd runs count as stalls too".into());
         }
         let compact_names = btf
             .and_then(|b| b.enum_members("compact_result").ok())
@@ -157,7 +158,9 @@ impl ReclaimFamily {
         for (key, stats) in delta.rows.iter().filter(|(k, s)| k.kind == kind && s.latency.samples > 0) {
             total.merge(&stats.latency);
             reclaimed += stats.reclaimed;
-            let p = by_process.entry(key.tgid).or_insert_with(|| (String::new(), LatencyHist::zeroed(), 0, key.memcg_id));
+            let p = by_process
+                .entry(key.tgid)
+                .or_insert_with(|| (String::new(), LatencyHist::zeroed(), 0, key.memcg_id));
             p.0 = comm_string(&stats.comm);
             p.1.merge(&stats.latency);
             p.2 += stats.reclaimed;
@@ -193,8 +196,9 @@ impl ReclaimFamily {
         cgroups.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
         let mut top: Vec<(&StallStackKey, &StallStackStats)> =
             delta.stacks.iter().filter(|(k, s)| k.kind == kind && s.count > 0).collect();
-        top.sort_by(|a, b| b.1.total_ns.cmp(&a.1.total_ns));
-        let top: Vec<(StallStackKey, StallStackStats)> = top.into_iter().take(20).map(|(k, s)| (*k, *s)).collect();
+        top.sort_by_key(|(_, s)| std::cmp::Reverse(s.total_ns));
+        let top: Vec<(StallStackKey, StallStackStats)> =
+            top.into_iter().take(20).map(|(k, s)| (*k, *s)).collect();
         let stacks = top
             .into_iter()
             .map(|(key, stats)| {
@@ -255,10 +259,21 @@ fn delta(latest: &Snapshot, base: &Snapshot) -> Snapshot {
         .iter()
         .map(|(k, s)| {
             let b = base.stacks.get(k).copied().unwrap_or_default();
-            (*k, StallStackStats { count: s.count - b.count.min(s.count), total_ns: s.total_ns.saturating_sub(b.total_ns) })
+            (
+                *k,
+                StallStackStats {
+                    count: s.count - b.count.min(s.count),
+                    total_ns: s.total_ns.saturating_sub(b.total_ns),
+                },
+            )
         })
         .collect();
-    let counts = latest.counts.iter().enumerate().map(|(i, v)| v.saturating_sub(*base.counts.get(i).unwrap_or(&0))).collect();
+    let counts = latest
+        .counts
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v.saturating_sub(*base.counts.get(i).unwrap_or(&0)))
+        .collect();
     Snapshot { rows, stacks, counts }
 }
 
@@ -281,14 +296,16 @@ impl Family for ReclaimFamily {
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, env: &KernelEnv) -> Result<()> {
-        let ring = RingBuf::try_from(ebpf.take_map("STALL_EVENTS").context("STALL_EVENTS map")?)?;
-        self.events = Some(AsyncFd::new(ring).context("watching the stall event ring")?);
+        self.events = Some(watch_ring(ebpf, "STALL_EVENTS")?);
         let mut present: Vec<&'static str> = Vec::new();
-        for (tp, required, what) in TRACEPOINTS.iter().chain([(WAKEUP_KSWAPD, false, "kswapd wake requests")].iter()) {
+        for (tp, required, what) in
+            TRACEPOINTS.iter().chain([(WAKEUP_KSWAPD, false, "kswapd wake requests")].iter())
+        {
             if *required || env.tracefs.has_event(category(tp), tp) {
                 present.push(tp);
             } else {
-                self.warnings.push(format!("{}:{tp} is not on this kernel: {what} not reported", category(tp)));
+                self.warnings
+                    .push(format!("{}:{tp} is not on this kernel: {what} not reported", category(tp)));
             }
         }
         self.flavor = Some(load_and_attach(ebpf, &present, env)?);
@@ -300,20 +317,15 @@ impl Family for ReclaimFamily {
         let Some(events) = self.events.as_mut() else {
             return Poll::Pending;
         };
-        let Poll::Ready(Ok(mut guard)) = events.poll_read_ready_mut(cx) else {
+        let Poll::Ready(batch) = drain_ring::<StallEvent>(events, cx) else {
             return Poll::Pending;
         };
-        while let Some(item) = guard.get_inner_mut().next() {
-            if item.len() >= std::mem::size_of::<StallEvent>() {
-                self.stalls.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<StallEvent>()) });
-            }
-        }
-        guard.clear_ready();
+        self.stalls.extend(batch);
         // Bounded: past twice the cap, keep the longest of what is not yet
         // reported and count the rest.
         if self.stalls.len() > 2 * STALLS_KEPT_MAX {
             let mut pending = self.stalls.split_off(self.stalls_reported);
-            pending.sort_by(|a, b| b.duration_ns.cmp(&a.duration_ns));
+            pending.sort_by_key(|s| std::cmp::Reverse(s.duration_ns));
             self.stalls_dropped += pending.len().saturating_sub(STALLS_KEPT_MAX) as u64;
             pending.truncate(STALLS_KEPT_MAX);
             pending.sort_by_key(|s| s.start_ns);
@@ -348,8 +360,10 @@ impl Family for ReclaimFamily {
             });
             snapshot.stacks.insert(key, total);
         }
-        let counts: PerCpuArray<_, u64> = PerCpuArray::try_from(ebpf.map("STALL_COUNTS").context("STALL_COUNTS")?)?;
-        snapshot.counts = (0..STALL_COUNT_SLOTS).map(|i| counts.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0)).collect();
+        let counts: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(ebpf.map("STALL_COUNTS").context("STALL_COUNTS")?)?;
+        snapshot.counts =
+            (0..STALL_COUNT_SLOTS).map(|i| counts.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0)).collect();
         self.latest = snapshot;
         Ok(())
     }
@@ -410,7 +424,10 @@ impl Family for ReclaimFamily {
                 cgroup: self.cgroup_path(e.memcg_id),
                 order: e.order,
                 result: if e.kind == STALL_COMPACTION {
-                    self.compact_names.get(&(e.result as u32)).cloned().unwrap_or_else(|| e.result.to_string())
+                    self.compact_names
+                        .get(&(e.result as u32))
+                        .cloned()
+                        .unwrap_or_else(|| e.result.to_string())
                 } else {
                     format!("{} pages reclaimed", e.result)
                 },

@@ -13,7 +13,10 @@ use aya::{
 };
 use tracer_common::stall::{SplitKey, SplitStats};
 
-use super::{Family, Hook, KernelEnv, Scope, alloc::{comm_string, stack_addrs, strip_tracing_frames}};
+use super::{
+    Family, Hook, KernelEnv, Scope,
+    alloc::{comm_string, stack_addrs, strip_tracing_frames},
+};
 use crate::{
     kernel::vmstat,
     model::{Frame, NamedCount, Report, Thp, ThpProcess},
@@ -79,9 +82,10 @@ impl ThpFamily {
         for (i, (prefix, function)) in FUNCTIONS.iter().enumerate() {
             let name = format!("{prefix}_fentry");
             let prog: &mut FEntry = ebpf.program_mut(&name).context("program missing")?.try_into()?;
-            let attached = prog.load(function, btf).map_err(anyhow::Error::from).and_then(|()| {
-                prog.attach().map(|_| ()).map_err(anyhow::Error::from)
-            });
+            let attached = prog
+                .load(function, btf)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| prog.attach().map(|_| ()).map_err(anyhow::Error::from));
             // Page splits are a bonus; PMD splits are the point.
             if let Err(e) = attached
                 && i == 0
@@ -137,7 +141,9 @@ impl Family for ThpFamily {
 
     fn hook_summary(&self) -> String {
         match self.method {
-            Method::Vmstat => "/proc/vmstat thp_split_* counters (global counts, no per-process detail)".into(),
+            Method::Vmstat => {
+                "/proc/vmstat thp_split_* counters (global counts, no per-process detail)".into()
+            }
             m => format!("{} on {} (per process, with stacks)", m.as_str(), FUNCTIONS[0].1),
         }
     }
@@ -192,13 +198,17 @@ impl Family for ThpFamily {
         let counters: Vec<NamedCount> = self
             .latest
             .iter()
-            .map(|(name, v)| NamedCount { name: name.clone(), count: v.saturating_sub(*base.get(name).unwrap_or(v)) })
+            .map(|(name, v)| NamedCount {
+                name: name.clone(),
+                count: v.saturating_sub(*base.get(name).unwrap_or(v)),
+            })
             .collect();
         let pmd_counter = counters.iter().find(|c| c.name == "thp_split_pmd").map_or(0, |c| c.count);
         let split_base = match scope {
-            Scope::Interval => {
-                std::mem::replace(&mut self.splits_reported, self.splits.iter().map(|(k, s)| (*k, s.count)).collect())
-            }
+            Scope::Interval => std::mem::replace(
+                &mut self.splits_reported,
+                self.splits.iter().map(|(k, s)| (*k, s.count)).collect(),
+            ),
             Scope::Whole => BTreeMap::new(),
         };
         let stacks = ebpf.map("STACKS").and_then(|m| StackTraceMap::try_from(m).ok());
@@ -219,7 +229,7 @@ impl Family for ThpFamily {
             if key.what == 0 { p.pmd_splits += n } else { p.page_splits += n }
         }
         let mut processes: Vec<ThpProcess> = by_pid.into_values().collect();
-        processes.sort_by(|a, b| (b.pmd_splits + b.page_splits).cmp(&(a.pmd_splits + a.page_splits)));
+        processes.sort_by_key(|p| std::cmp::Reverse(p.pmd_splits + p.page_splits));
         let (splits, note) = match self.method {
             Method::Vmstat => (
                 pmd_counter,
@@ -239,9 +249,8 @@ impl Family for ThpFamily {
 }
 
 pub fn probe_hooks(env: &KernelEnv) -> Vec<Hook> {
-    let split_tracepoint = std::fs::read_dir(env.tracefs.root().join("events/huge_memory"))
-        .ok()
-        .and_then(|d| {
+    let split_tracepoint =
+        std::fs::read_dir(env.tracefs.root().join("events/huge_memory")).ok().and_then(|d| {
             d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).find(|n| n.contains("split"))
         });
     let has_fn_btf = |f: &str| env.btf.as_ref().is_ok_and(|b| b.has_type(f));
@@ -271,14 +280,19 @@ pub fn probe_hooks(env: &KernelEnv) -> Vec<Hook> {
             available: kprobes,
             used: false,
             required: false,
-            note: if kprobes { "tried second at run time".into() } else { "this kernel has no kprobes".into() },
+            note: if kprobes {
+                "tried second at run time".into()
+            } else {
+                "this kernel has no kprobes".into()
+            },
         },
         Hook {
             name: "/proc/vmstat thp_split_*".into(),
             available: vmstat,
             used: vmstat,
             required: true,
-            note: "fallback: the kernel's global counters, sampled per interval (no per-process detail)".into(),
+            note: "fallback: the kernel's global counters, sampled per interval (no per-process detail)"
+                .into(),
         },
     ]
 }

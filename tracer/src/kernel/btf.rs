@@ -49,7 +49,10 @@ impl KernelBtf {
 
     /// Size in bytes of `struct name`.
     pub fn struct_size(&self, name: &str) -> Result<u32> {
-        let types = self.btf.resolve_types_by_name(name).map_err(|e| anyhow!("no type `{name}` in kernel BTF: {e}"))?;
+        let types = self
+            .btf
+            .resolve_types_by_name(name)
+            .map_err(|e| anyhow!("no type `{name}` in kernel BTF: {e}"))?;
         types
             .iter()
             .find_map(|ty| match ty {

@@ -107,7 +107,8 @@ impl Cgroups {
         let mut stack = vec![self.root.clone()];
         while let Some(dir) = stack.pop() {
             let Ok(meta) = fs::metadata(&dir) else { continue };
-            let relative = dir.strip_prefix(&self.root).map(|r| format!("/{}", r.display())).unwrap_or_default();
+            let relative =
+                dir.strip_prefix(&self.root).map(|r| format!("/{}", r.display())).unwrap_or_default();
             self.paths.insert(meta.ino(), relative);
             let Ok(entries) = fs::read_dir(&dir) else { continue };
             for entry in entries.flatten() {

@@ -29,9 +29,13 @@ mod tests {
 
     #[test]
     fn parses_and_selects_thp_counters() {
-        let all = parse("nr_free_pages 123\nthp_split_pmd 4\nthp_split_page 2\nthp_deferred_split_page 1\nbogus\n");
+        let all =
+            parse("nr_free_pages 123\nthp_split_pmd 4\nthp_split_page 2\nthp_deferred_split_page 1\nbogus\n");
         assert_eq!(all["nr_free_pages"], 123);
         let thp = thp_split_counters(&all);
-        assert_eq!(thp.keys().collect::<Vec<_>>(), ["thp_deferred_split_page", "thp_split_page", "thp_split_pmd"]);
+        assert_eq!(
+            thp.keys().collect::<Vec<_>>(),
+            ["thp_deferred_split_page", "thp_split_page", "thp_split_pmd"]
+        );
     }
 }

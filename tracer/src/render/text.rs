@@ -52,7 +52,11 @@ pub fn render(report: &Report) -> String {
         let counters: Vec<String> = thp.counters.iter().map(|c| format!("{} {}", c.name, c.count)).collect();
         let _ = writeln!(out, "  {}", counters.join(", "));
         for p in &thp.processes {
-            let _ = writeln!(out, "  {} ({}): {} PMD splits, {} page splits", p.pid, p.comm, p.pmd_splits, p.page_splits);
+            let _ = writeln!(
+                out,
+                "  {} ({}): {} PMD splits, {} page splits",
+                p.pid, p.comm, p.pmd_splits, p.page_splits
+            );
         }
         let _ = writeln!(out, "  note: {}", thp.note);
     }
@@ -155,11 +159,7 @@ fn render_alloc(out: &mut String, rows: &[AllocFailure], zones: &[ZoneSnapshot])
     let total: u64 = rows.iter().map(|r| r.count).sum();
     let _ = writeln!(out, "\nPage allocation failures: {total}");
     for row in rows {
-        let _ = writeln!(
-            out,
-            "\n  {} x order-{} {} ({})",
-            row.count, row.order, row.gfp, row.migratetype
-        );
+        let _ = writeln!(out, "\n  {} x order-{} {} ({})", row.count, row.order, row.gfp, row.migratetype);
         let _ = writeln!(
             out,
             "     {}",
@@ -179,7 +179,8 @@ fn render_alloc(out: &mut String, rows: &[AllocFailure], zones: &[ZoneSnapshot])
         render_stack(out, "user stack", &row.user_stack);
     }
     for snapshot in zones {
-        let _ = writeln!(out, "\n  Free blocks per order at the {} ({:.2}s):", snapshot.reason, snapshot.at_s);
+        let _ =
+            writeln!(out, "\n  Free blocks per order at the {} ({:.2}s):", snapshot.reason, snapshot.at_s);
         for zone in &snapshot.zones {
             let orders: Vec<String> = zone.free_blocks.iter().map(u64::to_string).collect();
             let _ = writeln!(out, "     node {} {:<8} {}", zone.node, zone.zone, orders.join(" "));
@@ -224,7 +225,12 @@ fn render_kill(out: &mut String, kill: &OomKill) {
     let _ = writeln!(
         out,
         "\n  at {:.2}s: killed {} ({}) uid {} in {}: {} OOM{limit}",
-        kill.at_s, kill.victim_pid, kill.victim_comm, kill.victim_uid, or_root(&kill.cgroup), kill.scope
+        kill.at_s,
+        kill.victim_pid,
+        kill.victim_comm,
+        kill.victim_uid,
+        or_root(&kill.cgroup),
+        kill.scope
     );
     let _ = writeln!(
         out,
@@ -236,10 +242,20 @@ fn render_kill(out: &mut String, kill: &OomKill) {
         kb(kill.pgtables_kb),
         kill.oom_score_adj
     );
-    let _ = writeln!(out, "     trigger: {} ({}) in {}", kill.trigger_pid, kill.trigger_comm, or_root(&kill.trigger_cgroup));
+    let _ = writeln!(
+        out,
+        "     trigger: {} ({}) in {}",
+        kill.trigger_pid,
+        kill.trigger_comm,
+        or_root(&kill.trigger_cgroup)
+    );
     let reaped = match (kill.reap_start_ms, kill.reap_ms) {
-        (Some(start), Some(done)) => format!("OOM reaper started after {start:.1} ms, done after {done:.1} ms"),
-        (Some(start), None) => format!("OOM reaper started after {start:.1} ms, not finished when tracing ended"),
+        (Some(start), Some(done)) => {
+            format!("OOM reaper started after {start:.1} ms, done after {done:.1} ms")
+        }
+        (Some(start), None) => {
+            format!("OOM reaper started after {start:.1} ms, not finished when tracing ended")
+        }
         _ => "OOM reaper not seen (the victim freed its memory by exiting, or tracing ended first)".into(),
     };
     let _ = writeln!(out, "     {reaped}");
@@ -268,7 +284,11 @@ fn render_reclaim(out: &mut String, report: &Report) {
             "\n{title}: {} stalls, {:.1} ms in total{}{}",
             row.count,
             row.total_ms,
-            if row.kind == "compaction" { String::new() } else { format!(", {} pages reclaimed", row.nr_reclaimed) },
+            if row.kind == "compaction" {
+                String::new()
+            } else {
+                format!(", {} pages reclaimed", row.nr_reclaimed)
+            },
             if row.untimed + row.abandoned > 0 {
                 format!(" ({} untimed: began before tracing; {} abandoned)", row.untimed, row.abandoned)
             } else {
@@ -280,13 +300,7 @@ fn render_reclaim(out: &mut String, report: &Report) {
         }
         render_log2(out, &row.histogram);
         let l = &row.latency_us;
-        let _ = writeln!(
-            out,
-            "     p50 {}  p99 {}  max {} usecs",
-            us(l.p50),
-            us(l.p99),
-            us(l.max)
-        );
+        let _ = writeln!(out, "     p50 {}  p99 {}  max {} usecs", us(l.p50), us(l.p99), us(l.max));
         let _ = writeln!(out, "     top processes:");
         for p in row.processes.iter().take(5) {
             let cgroup = if p.cgroup.is_empty() { String::new() } else { format!(" in {}", p.cgroup) };
@@ -300,14 +314,26 @@ fn render_reclaim(out: &mut String, report: &Report) {
                 us(p.latency_us.max)
             );
         }
-        if row.cgroups.len() > 1 || row.cgroups.first().is_some_and(|c| !c.cgroup.is_empty() && c.cgroup != "/") {
+        if row.cgroups.len() > 1
+            || row.cgroups.first().is_some_and(|c| !c.cgroup.is_empty() && c.cgroup != "/")
+        {
             let _ = writeln!(out, "     by cgroup:");
             for c in row.cgroups.iter().take(5) {
-                let _ = writeln!(out, "       {:<30} {} stalls, {:.1} ms", or_root(&c.cgroup), c.count, c.total_ms);
+                let _ = writeln!(
+                    out,
+                    "       {:<30} {} stalls, {:.1} ms",
+                    or_root(&c.cgroup),
+                    c.count,
+                    c.total_ms
+                );
             }
         }
         if let Some(top) = row.stacks.first() {
-            let _ = writeln!(out, "     slowest stack ({} stalls, {:.1} ms, pid {}):", top.count, top.total_ms, top.pid);
+            let _ = writeln!(
+                out,
+                "     slowest stack ({} stalls, {:.1} ms, pid {}):",
+                top.count, top.total_ms, top.pid
+            );
             render_stack(out, "kernel", &top.kernel_stack);
             render_stack(out, "user", &top.user_stack);
         }
@@ -329,7 +355,11 @@ fn render_reclaim(out: &mut String, report: &Report) {
         );
     }
     if report.stalls_dropped > 0 {
-        let _ = writeln!(out, "  ({} shortest individual stalls not kept; all are in the counts above)", report.stalls_dropped);
+        let _ = writeln!(
+            out,
+            "  ({} shortest individual stalls not kept; all are in the counts above)",
+            report.stalls_dropped
+        );
     }
 }
 
