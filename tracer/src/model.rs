@@ -16,6 +16,12 @@ pub struct Report {
     pub families: Vec<FamilyStatus>,
     #[serde(default)]
     pub block: Vec<BlockRow>,
+    /// Block requests slower than `--slow-io`, slowest first (at most
+    /// `SLOW_IOS_KEPT`; `slow_ios_dropped` says how many more there were).
+    #[serde(default)]
+    pub slow_ios: Vec<SlowIo>,
+    #[serde(default)]
+    pub slow_ios_dropped: u64,
     /// Page allocation failures grouped by stack, most frequent first.
     #[serde(default)]
     pub alloc_failures: Vec<AllocFailure>,
@@ -112,6 +118,22 @@ pub struct BlockRow {
     pub untimed: u64,
     pub latency_us: Percentiles,
     pub histogram: Vec<Bucket>,
+}
+
+/// One slow block request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SlowIo {
+    /// Seconds since the start of tracing, at completion.
+    pub at_s: f64,
+    pub latency_us: f64,
+    pub device: String,
+    pub op: String,
+    pub bytes: u64,
+    pub sector: u64,
+    /// The process that was running when the request started (the
+    /// submitter when it issued directly, else a kernel worker).
+    pub pid: u32,
+    pub comm: String,
 }
 
 /// Latency summary in microseconds. Percentiles are bucket midpoints,
