@@ -176,3 +176,49 @@ fn sigterm_prints_the_final_report() {
     assert!(line.contains(&format!("read: {} requests", delta.reads)), "{line}");
     assert!(done.stdout.contains("usecs") && done.stdout.contains("p99"), "{}", done.stdout);
 }
+
+/// With a threshold below every latency, each request is reported one by
+/// one, with the process that issued it.
+#[test]
+fn slow_requests_carry_their_process_size_and_sector() {
+    require_root();
+    let disk = LoopDevice::new("block-slow", 16 << 20);
+    let tracer = Tracer::start(&[
+        "trace",
+        "block",
+        "--disk",
+        &disk.name,
+        "--slow-io",
+        "1us",
+        "--duration",
+        "120s",
+        "--json",
+    ]);
+    let before = disk.stat();
+    let out = std::process::Command::new(HELPER)
+        .args(["direct-io", &disk.device, "300", "0", "0", "0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let delta = disk.stat().since(&before);
+    let done = tracer.stop();
+    let report = done.json();
+    let slow: Vec<&Value> = report["slow_ios"].as_array().unwrap().iter().collect();
+    assert_eq!(delta.reads, 300);
+    assert_eq!(slow.len() as u64, delta.reads, "every read is at least 1 us");
+    assert_eq!(report["slow_ios_dropped"], 0);
+    let sectors = (16u64 << 20) / 512;
+    for io in &slow {
+        assert_eq!(io["comm"], "tracer-test-hel", "{io}");
+        assert_eq!(
+            (io["device"].as_str(), io["op"].as_str(), io["bytes"].as_u64()),
+            (Some(disk.name.as_str()), Some("read"), Some(4096))
+        );
+        assert!(
+            io["sector"].as_u64().unwrap() < sectors && io["latency_us"].as_f64().unwrap() >= 1.0,
+            "{io}"
+        );
+    }
+    let latencies: Vec<f64> = slow.iter().map(|io| io["latency_us"].as_f64().unwrap()).collect();
+    assert!(latencies.windows(2).all(|w| w[0] >= w[1]), "slowest first");
+}

@@ -57,19 +57,40 @@ pub struct BlockOffsets {
     pub disk_first_minor: u32,
     /// Mask of the operation bits in `cmd_flags` (`REQ_OP_MASK`).
     pub req_op_mask: u32,
-    pub _pad: u32,
+    /// `struct request`: `__sector`.
+    pub rq_sector: u32,
 }
 
-/// One way of the start table: a request's address and its start time.
+/// A request slower than `--slow-io`, streamed to user space.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlowRequest {
+    /// Completion time (`bpf_ktime_get_ns`).
+    pub ts_ns: u64,
+    pub latency_ns: u64,
+    pub sector: u64,
+    pub dev: u32,
+    pub op: u32,
+    pub bytes: u32,
+    pub tgid: u32,
+}
+
+/// Ring buffer for slow requests.
+pub const BLOCK_EVENTS_BYTES: u32 = 256 * 1024;
+
+/// One way of the start table: a request's address, its start time, and
+/// the process running when it started (for slow request reports).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StartWay {
     /// Address of the `struct request`; 0 marks a free way.
     pub rq: u64,
     pub start_ns: u64,
+    pub tgid: u32,
+    pub _pad: u32,
 }
 
-/// Ways per set: four 16-byte ways fill one 64-byte cache line.
+/// Ways per set.
 pub const BLOCK_START_WAYS: usize = 4;
 
 /// One set of the start table.
@@ -80,7 +101,7 @@ pub struct StartSet {
 }
 
 /// Sets in the start table (a power of two): 16384 x 4 ways holds 65536
-/// requests in flight in 1 MiB. A direct-indexed table instead of a hash
+/// requests in flight in 1.5 MiB. A direct-indexed table instead of a hash
 /// map, because map updates per request cost several percent of IOPS.
 pub const BLOCK_START_SETS: u32 = 1 << 14;
 /// Rows (device x operation) kept in the kernel.

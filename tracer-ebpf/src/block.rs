@@ -8,14 +8,14 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use tracer_common::{
     block::{
-        BLOCK_FILTER_ENTRIES, BLOCK_ROWS as BLOCK_ROW_ENTRIES, BLOCK_START_SETS, BlockKey, BlockOffsets,
-        BlockStats, StartSet,
+        BLOCK_EVENTS_BYTES, BLOCK_FILTER_ENTRIES, BLOCK_ROWS as BLOCK_ROW_ENTRIES, BLOCK_START_SETS,
+        BlockKey, BlockOffsets, BlockStats, SlowRequest, StartSet, StartWay,
     },
     counters::Counter,
 };
@@ -35,7 +35,7 @@ static BLOCK_OFFSETS: BlockOffsets = BlockOffsets {
     disk_major: 0,
     disk_first_minor: 0,
     req_op_mask: 0xff,
-    _pad: 0,
+    rq_sector: 0,
 };
 /// 1 when `--disk` restricts tracing to the devices in `BLOCK_DISKS`.
 #[unsafe(no_mangle)]
@@ -43,6 +43,9 @@ static BLOCK_FILTER_DISKS: u8 = 0;
 /// 1 when latency starts at insert (queue + device time).
 #[unsafe(no_mangle)]
 static BLOCK_FROM_INSERT: u8 = 0;
+/// Requests at least this slow are streamed (`--slow-io`).
+#[unsafe(no_mangle)]
+static BLOCK_SLOW_NS: u64 = u64::MAX;
 
 /// Start times of requests in flight: a set-associative table keyed by the
 /// request's address. Bounded by construction; a request that finds its
@@ -55,6 +58,8 @@ static BLOCK_ROWS: PerCpuHashMap<BlockKey, BlockStats> =
 /// Devices (`dev_t`) accepted by the `--disk` filter.
 #[map]
 static BLOCK_DISKS: HashMap<u32, u8> = HashMap::with_max_entries(BLOCK_FILTER_ENTRIES, 0);
+#[map]
+static BLOCK_EVENTS: RingBuf = RingBuf::with_byte_size(BLOCK_EVENTS_BYTES, 0);
 /// One zeroed row, the template for new rows (too big for the BPF stack).
 #[map]
 static BLOCK_ZERO: PerCpuArray<BlockStats> = PerCpuArray::with_max_entries(1, 0);
@@ -102,6 +107,7 @@ fn record_start<F: Fields>(rq: u64, keep_earlier: bool) {
         }
     }
     let now = unsafe { bpf_ktime_get_ns() };
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let addr = F::addr(rq);
     let Some(set) = start_set(addr) else {
         return;
@@ -112,6 +118,7 @@ fn record_start<F: Fields>(rq: u64, keep_earlier: bool) {
         if way.rq == addr {
             if !keep_earlier {
                 way.start_ns = now;
+                way.tgid = tgid;
             }
             return;
         }
@@ -120,20 +127,22 @@ fn record_start<F: Fields>(rq: u64, keep_earlier: bool) {
         if way.rq == 0 {
             way.rq = addr;
             way.start_ns = now;
+            way.tgid = tgid;
             return;
         }
     }
     count(Counter::BlockStartFailed);
 }
 
-/// Takes `rq`'s start time out of the table.
+/// Takes `rq`'s start out of the table.
 #[inline(always)]
-fn take_start(addr: u64) -> Option<u64> {
+fn take_start(addr: u64) -> Option<StartWay> {
     let set = unsafe { &mut *start_set(addr)? };
     for way in set.ways.iter_mut() {
         if way.rq == addr {
+            let taken = *way;
             way.rq = 0;
-            return Some(way.start_ns);
+            return Some(taken);
         }
     }
     None
@@ -165,8 +174,41 @@ fn on_complete<F: Fields>(rq: u64, status: u64, nr_bytes: u64) {
         row.errors += 1;
     }
     match started {
-        Some(start) if now >= start => row.latency.record(now - start),
+        Some(start) if now >= start.start_ns => {
+            let latency = now - start.start_ns;
+            row.latency.record(latency);
+            if latency >= global(&BLOCK_SLOW_NS) {
+                report_slow::<F>(rq, &key, latency, now, nr_bytes as u32, start.tgid, &offsets);
+            }
+        }
         _ => row.untimed += 1,
+    }
+}
+
+#[inline(always)]
+fn report_slow<F: Fields>(
+    rq: u64,
+    key: &BlockKey,
+    latency: u64,
+    now: u64,
+    bytes: u32,
+    tgid: u32,
+    o: &BlockOffsets,
+) {
+    match BLOCK_EVENTS.reserve::<SlowRequest>(0) {
+        Some(mut entry) => {
+            entry.write(SlowRequest {
+                ts_ns: now,
+                latency_ns: latency,
+                sector: F::read::<u64>(rq, o.rq_sector).unwrap_or(0),
+                dev: key.dev,
+                op: key.op,
+                bytes,
+                tgid,
+            });
+            entry.submit(0);
+        }
+        None => count(Counter::RingbufFull),
     }
 }
 

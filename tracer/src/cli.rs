@@ -81,6 +81,10 @@ pub struct TraceArgs {
     /// instead of from issue to the driver (device time).
     #[arg(short = 'Q', long)]
     pub queued: bool,
+    /// Report block requests at least this slow one by one (device,
+    /// operation, size, sector, process); "off" to disable.
+    #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = parse_threshold)]
+    pub slow_io: Threshold,
     /// Only this process (its pid; memory families).
     #[arg(long)]
     pub pid: Option<u32>,
@@ -105,6 +109,14 @@ pub struct ProbesArgs {
     /// JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A duration, or none ("off").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Threshold(pub Option<Duration>);
+
+pub fn parse_threshold(text: &str) -> Result<Threshold, String> {
+    if text.trim() == "off" { Ok(Threshold(None)) } else { parse_duration(text).map(|d| Threshold(Some(d))) }
 }
 
 /// "10s", "250ms", "2m", "1h", "1.5s"; a bare number is seconds.

@@ -93,7 +93,8 @@ fn plan(name: FamilyName, args: &TraceArgs, disks: &[(String, u32)], env: &Kerne
     }
     let family: Result<Box<dyn Family>> = match name {
         FamilyName::Block => {
-            let options = BlockOptions { from_insert: args.queued, disks: disks.to_vec() };
+            let options =
+                BlockOptions { from_insert: args.queued, disks: disks.to_vec(), slow_io: args.slow_io.0 };
             BlockFamily::new(options, env).map(|f| Box::new(f) as Box<dyn Family>)
         }
         FamilyName::Alloc => {

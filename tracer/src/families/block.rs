@@ -1,17 +1,26 @@
 //! Block I/O latency per device and operation (kernel side:
 //! `tracer-ebpf/src/block.rs`).
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result, bail};
 use aya::{Ebpf, EbpfLoader, maps::PerCpuHashMap};
-use tracer_common::block::{BlockKey, BlockOffsets, BlockStats};
+use tracer_common::block::{BlockKey, BlockOffsets, BlockStats, SlowRequest};
 
-use super::{Family, Hook, KernelEnv, ProgramFlavor, Scope, load_and_attach};
+use super::{
+    EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, drain_ring, load_and_attach, watch_ring,
+};
 use crate::{
     kernel::{btf::KernelBtf, devices},
-    model::{BlockRow, Percentiles, Report, buckets_of},
+    model::{BlockRow, Percentiles, Report, SlowIo, buckets_of},
 };
+
+/// Slow requests kept per report (the slowest).
+pub const SLOW_IOS_KEPT: usize = 1000;
 
 #[derive(Debug, Clone, Default)]
 pub struct BlockOptions {
@@ -19,6 +28,8 @@ pub struct BlockOptions {
     pub from_insert: bool,
     /// `--disk` filter: names and `dev_t`s; empty traces every disk.
     pub disks: Vec<(String, u32)>,
+    /// Requests at least this slow are reported one by one.
+    pub slow_io: Option<Duration>,
 }
 
 /// Cumulative per-row totals, summed over CPUs.
@@ -29,6 +40,14 @@ pub struct BlockFamily {
     offsets: BlockOffsets,
     filter_disks: u8,
     from_insert: u8,
+    slow_ns: u64,
+    started_mono_ns: u64,
+    events: Option<EventRing>,
+    /// Slow requests seen (with their process name) and how many were
+    /// not kept.
+    slow: Vec<(SlowRequest, String)>,
+    slow_reported: usize,
+    slow_dropped: u64,
     /// Raw `req_op` value -> read/write/flush/discard/other.
     op_names: BTreeMap<u32, String>,
     /// The program flavour that attached.
@@ -54,6 +73,12 @@ impl BlockFamily {
         Ok(Self {
             filter_disks: u8::from(!options.disks.is_empty()),
             from_insert: u8::from(options.from_insert),
+            slow_ns: options.slow_io.map_or(u64::MAX, |d| d.as_nanos().min(u64::MAX as u128 - 1) as u64),
+            started_mono_ns: env.started_mono_ns,
+            events: None,
+            slow: Vec::new(),
+            slow_reported: 0,
+            slow_dropped: 0,
             options,
             offsets,
             op_names,
@@ -82,7 +107,7 @@ pub fn resolve_offsets(btf: &KernelBtf) -> Result<BlockOffsets> {
         disk_major: btf.member_offset("gendisk", "major")?,
         disk_first_minor: btf.member_offset("gendisk", "first_minor")?,
         req_op_mask: (1u32 << op_bits) - 1,
-        _pad: 0,
+        rq_sector: btf.member_offset("request", "__sector")?,
     })
 }
 
@@ -131,6 +156,7 @@ impl Family for BlockFamily {
         loader.override_global("BLOCK_OFFSETS", &self.offsets, true);
         loader.override_global("BLOCK_FILTER_DISKS", &self.filter_disks, true);
         loader.override_global("BLOCK_FROM_INSERT", &self.from_insert, true);
+        loader.override_global("BLOCK_SLOW_NS", &self.slow_ns, true);
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, env: &KernelEnv) -> Result<()> {
@@ -141,12 +167,38 @@ impl Family for BlockFamily {
                 filter.insert(dev, 1, 0)?;
             }
         }
+        self.events = Some(watch_ring(ebpf, "BLOCK_EVENTS")?);
         let mut tracepoints = vec!["block_rq_issue", "block_rq_complete"];
         if self.options.from_insert {
             tracepoints.extend(["block_rq_insert", "block_rq_merge"]);
         }
         self.flavor = Some(load_and_attach(ebpf, &tracepoints, env)?);
         Ok(())
+    }
+
+    fn poll_events(&mut self, cx: &mut Context<'_>, _ebpf: &Ebpf) -> Poll<()> {
+        let Some(events) = self.events.as_mut() else {
+            return Poll::Pending;
+        };
+        let Poll::Ready(batch) = drain_ring::<SlowRequest>(events, cx) else {
+            return Poll::Pending;
+        };
+        for request in batch {
+            // The process may be gone by report time.
+            let comm = std::fs::read_to_string(format!("/proc/{}/comm", request.tgid))
+                .map(|c| c.trim().to_string())
+                .unwrap_or_default();
+            self.slow.push((request, comm));
+        }
+        // Bounded: past twice the cap, keep the slowest not yet reported.
+        if self.slow.len() > 2 * SLOW_IOS_KEPT {
+            let mut pending = self.slow.split_off(self.slow_reported);
+            pending.sort_by_key(|(r, _)| std::cmp::Reverse(r.latency_ns));
+            self.slow_dropped += pending.len().saturating_sub(SLOW_IOS_KEPT) as u64;
+            pending.truncate(SLOW_IOS_KEPT);
+            self.slow.extend(pending);
+        }
+        Poll::Ready(())
     }
 
     fn sample(&mut self, ebpf: &mut Ebpf) -> Result<()> {
@@ -171,6 +223,27 @@ impl Family for BlockFamily {
             Scope::Whole => BlockSnapshot::new(),
         };
         report.block = block_rows(&self.latest, &base, &names, &self.op_names, scope);
+        let first = if scope == Scope::Interval { self.slow_reported } else { 0 };
+        let mut slow: Vec<SlowIo> = self.slow[first.min(self.slow.len())..]
+            .iter()
+            .map(|(r, comm)| SlowIo {
+                at_s: r.ts_ns.saturating_sub(self.started_mono_ns) as f64 / 1e9,
+                latency_us: r.latency_ns as f64 / 1e3,
+                device: devices::display_name(r.dev, &names),
+                op: self.op_names.get(&r.op).cloned().unwrap_or_else(|| "other".into()),
+                bytes: r.bytes as u64,
+                sector: r.sector,
+                pid: r.tgid,
+                comm: comm.clone(),
+            })
+            .collect();
+        slow.sort_by(|a, b| b.latency_us.total_cmp(&a.latency_us));
+        report.slow_ios_dropped = self.slow_dropped + slow.len().saturating_sub(SLOW_IOS_KEPT) as u64;
+        slow.truncate(SLOW_IOS_KEPT);
+        report.slow_ios = slow;
+        if scope == Scope::Interval {
+            self.slow_reported = self.slow.len();
+        }
     }
 }
 

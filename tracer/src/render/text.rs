@@ -37,6 +37,7 @@ pub fn render(report: &Report) -> String {
     }
     if report.family("block").is_some_and(|f| f.state == "traced") {
         render_block(&mut out, &report.block);
+        render_slow_ios(&mut out, report);
     }
     if report.family("alloc").is_some_and(|f| f.state == "traced") {
         render_alloc(&mut out, &report.alloc_failures, &report.zone_snapshots);
@@ -103,6 +104,37 @@ fn render_block(out: &mut String, rows: &[BlockRow]) {
             us(l.p999),
             us(l.max),
             l.relative_error * 100.0
+        );
+    }
+}
+
+fn render_slow_ios(out: &mut String, report: &Report) {
+    if report.slow_ios.is_empty() {
+        return;
+    }
+    let more = report.slow_ios.len().saturating_sub(10) as u64 + report.slow_ios_dropped;
+    let _ = writeln!(
+        out,
+        "\nSlowest requests{}",
+        if more > 0 { format!(" (10 shown, {more} more)") } else { String::new() }
+    );
+    let _ = writeln!(
+        out,
+        "  {:>9} {:>10} {:<10} {:<7} {:>8} {:>12}  process",
+        "at (s)", "usecs", "device", "op", "bytes", "sector"
+    );
+    for io in report.slow_ios.iter().take(10) {
+        let _ = writeln!(
+            out,
+            "  {:>9.3} {:>10} {:<10} {:<7} {:>8} {:>12}  {} ({})",
+            io.at_s,
+            us(io.latency_us),
+            io.device,
+            io.op,
+            io.bytes,
+            io.sector,
+            io.pid,
+            if io.comm.is_empty() { "?" } else { &io.comm }
         );
     }
 }
