@@ -157,10 +157,6 @@ impl Family for AllocFamily {
         "alloc"
     }
 
-    fn probe(&self, env: &KernelEnv) -> Vec<Hook> {
-        probe_hooks(env)
-    }
-
     fn hook_summary(&self) -> String {
         let flavor = self.flavor.map_or("tp_btf or raw_tp", ProgramFlavor::as_str);
         format!("{flavor} kmem:mm_page_alloc, failures (no page) only")

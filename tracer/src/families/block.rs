@@ -142,10 +142,6 @@ impl Family for BlockFamily {
         "block"
     }
 
-    fn probe(&self, env: &KernelEnv) -> Vec<Hook> {
-        probe_hooks(env, self.options.from_insert)
-    }
-
     fn hook_summary(&self) -> String {
         let start = if self.options.from_insert { "insert" } else { "issue" };
         let flavor = self.flavor.map_or("tp_btf or raw_tp", ProgramFlavor::as_str);

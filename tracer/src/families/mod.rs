@@ -1,7 +1,8 @@
 //! Probe families. Each is one module with the same shape, mirroring its
 //! kernel module in `tracer-ebpf`:
 //!
-//! - `probe`: which hooks this kernel offers and which one the family uses;
+//! - `probe_hooks` (a free function, used before the family exists): which
+//!   hooks this kernel offers and which the family uses;
 //! - `configure`: read-only globals and map sizes, before the object loads;
 //! - `attach`: load and attach its programs;
 //! - `sample`: read the kernel's cumulative aggregation (the thin edge);
@@ -80,8 +81,6 @@ pub enum Scope {
 
 pub trait Family {
     fn name(&self) -> &'static str;
-    /// Hooks on this kernel; `Err` says why the family cannot run at all.
-    fn probe(&self, env: &KernelEnv) -> Vec<Hook>;
     /// One line naming the hook in use, for the report.
     fn hook_summary(&self) -> String;
     fn configure<'a>(&'a self, loader: &mut EbpfLoader<'a>);

@@ -223,10 +223,6 @@ impl Family for OomFamily {
         "oom"
     }
 
-    fn probe(&self, env: &KernelEnv) -> Vec<Hook> {
-        probe_hooks(env)
-    }
-
     fn hook_summary(&self) -> String {
         let flavor = self.flavor.map_or("tp_btf or raw_tp", ProgramFlavor::as_str);
         format!("{flavor} oom:{}", self.attached.join(", oom:"))

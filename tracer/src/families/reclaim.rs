@@ -282,10 +282,6 @@ impl Family for ReclaimFamily {
         "reclaim"
     }
 
-    fn probe(&self, env: &KernelEnv) -> Vec<Hook> {
-        probe_hooks(env)
-    }
-
     fn hook_summary(&self) -> String {
         let flavor = self.flavor.map_or("tp_btf or raw_tp", ProgramFlavor::as_str);
         format!("{flavor} {} tracepoints (vmscan, compaction)", self.attached.len())

@@ -97,6 +97,9 @@ impl ThpFamily {
     }
 
     fn try_kprobe(ebpf: &mut Ebpf) -> Result<()> {
+        if !kprobes_supported() {
+            bail!("kprobe on {}: this kernel has no kprobes", FUNCTIONS[0].1);
+        }
         for (i, (prefix, function)) in FUNCTIONS.iter().enumerate() {
             let name = format!("{prefix}_kprobe");
             let prog: &mut KProbe = ebpf.program_mut(&name).context("program missing")?.try_into()?;
@@ -135,10 +138,6 @@ impl Family for ThpFamily {
         "thp"
     }
 
-    fn probe(&self, env: &KernelEnv) -> Vec<Hook> {
-        probe_hooks(env)
-    }
-
     fn hook_summary(&self) -> String {
         match self.method {
             Method::Vmstat => {
@@ -154,10 +153,10 @@ impl Family for ThpFamily {
         match Self::try_fentry(ebpf, env) {
             Ok(()) => self.method = Method::Fentry,
             Err(e) => {
-                self.refused.push(format!("{e:#}"));
+                self.refused.push(refusal(&e));
                 match Self::try_kprobe(ebpf) {
                     Ok(()) => self.method = Method::Kprobe,
-                    Err(e) => self.refused.push(format!("{e:#}")),
+                    Err(e) => self.refused.push(refusal(&e)),
                 }
             }
         }
@@ -248,14 +247,27 @@ impl Family for ThpFamily {
     }
 }
 
+/// The perf kprobe PMU aya attaches kprobes through.
+fn kprobes_supported() -> bool {
+    std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists()
+}
+
+/// "fentry on __split_huge_pmd: Operation not permitted (os error 1)":
+/// what was tried and the kernel's answer, without the loader's chain.
+fn refusal(e: &anyhow::Error) -> String {
+    let what = e.to_string();
+    let why = e.root_cause().to_string();
+    let why = why.rsplit(": ").next().unwrap_or(&why);
+    if what.ends_with(why) { what } else { format!("{what}: {why}") }
+}
+
 pub fn probe_hooks(env: &KernelEnv) -> Vec<Hook> {
     let split_tracepoint =
         std::fs::read_dir(env.tracefs.root().join("events/huge_memory")).ok().and_then(|d| {
             d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).find(|n| n.contains("split"))
         });
     let has_fn_btf = |f: &str| env.btf.as_ref().is_ok_and(|b| b.has_type(f));
-    let kprobes = std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists()
-        || env.tracefs.root().join("kprobe_events").exists();
+    let kprobes = kprobes_supported();
     let vmstat = vmstat::thp_split_counters(&vmstat::read()).contains_key("thp_split_pmd");
     vec![
         Hook {
