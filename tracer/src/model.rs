@@ -2,8 +2,10 @@
 //! flame graphs, captures) renders a [`Report`]; nothing renders kernel maps
 //! directly.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
-use tracer_common::hist::{LatencyHist, bucket_high, bucket_low};
+use tracer_common::hist::{LatencyHist, bucket_high, bucket_index, bucket_low};
 
 /// Everything one report says: a whole run, or one interval of it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -61,6 +63,10 @@ pub struct Report {
     pub lost: Vec<LostCount>,
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The machine the run traced: what a maintainer asks for first. On
+    /// whole-run reports only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<SystemContext>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -411,6 +417,94 @@ pub struct Stall {
     pub result: String,
 }
 
+/// The traced machine: what stays put during a run (taken as it starts),
+/// and the memory counters as it started and ended.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SystemContext {
+    pub kernel: KernelInfo,
+    pub config: KernelConfig,
+    /// /proc/cmdline.
+    pub cmdline: String,
+    pub cpus: CpuInfo,
+    pub memory_total_kb: u64,
+    /// Online NUMA nodes.
+    pub numa_nodes: u32,
+    /// Memory management settings: THP modes, vm.* and a few kernel.*
+    /// sysctls, by name (`vm.zone_reclaim_mode`, `transparent_hugepage.enabled`).
+    pub settings: BTreeMap<String, String>,
+    /// Disks (not partitions), from /sys/block.
+    pub block_devices: Vec<BlockDeviceInfo>,
+    pub start: MemoryState,
+    /// Absent when the run did not end normally (a capture cut short).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<MemoryState>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KernelInfo {
+    /// `uname -r`.
+    pub release: String,
+    /// `uname -v`: build number, date and preemption model.
+    pub version: String,
+    /// `uname -m`.
+    pub machine: String,
+    /// GNU build id of the running kernel (hex), to match a vmlinux to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_id: Option<String>,
+    /// Address of `_stext` in /proc/kallsyms: with the vmlinux's own, it
+    /// undoes KASLR when kernel frames are resolved again elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stext: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KernelConfig {
+    /// Where the lines come from (`/proc/config.gz`, `/boot/config-RELEASE`),
+    /// absent when neither exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The options that matter to tracing and memory, as the file has them
+    /// (`CONFIG_MEMCG=y`, `# CONFIG_KPROBES is not set`).
+    pub lines: Vec<String>,
+    /// Why there are no lines.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CpuInfo {
+    pub online: u32,
+    pub model: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BlockDeviceInfo {
+    pub name: String,
+    /// "MAJ:MIN".
+    pub dev: String,
+    pub size_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotational: Option<bool>,
+    /// The active I/O scheduler (`none`, `mq-deadline`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// Memory counters at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemoryState {
+    /// Wall clock, seconds since the Unix epoch.
+    pub taken_unix_s: f64,
+    /// /proc/meminfo: kB, except the `HugePages_*` counts.
+    pub meminfo: BTreeMap<String, u64>,
+    /// /proc/vmstat.
+    pub vmstat: BTreeMap<String, u64>,
+    /// /proc/buddyinfo: free blocks per zone and order.
+    pub buddyinfo: Vec<ZoneFree>,
+}
+
 /// Everything per interval, side by side.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TimelinePoint {
@@ -537,8 +631,49 @@ pub fn buckets_of(hist: &LatencyHist) -> Vec<Bucket> {
         .collect()
 }
 
+/// The histogram of a model row again, the inverse of [`buckets_of`]:
+/// `sum_ns` and `max_ns` come from the row's summary.
+pub fn hist_of(buckets: &[Bucket], sum_ns: u64, max_ns: u64) -> LatencyHist {
+    let mut hist = LatencyHist::zeroed();
+    for bucket in buckets {
+        let index = bucket_index((bucket.low_us * 1000.0).round() as u64);
+        hist.buckets[index] += bucket.count;
+        hist.samples += bucket.count;
+    }
+    hist.sum_ns = sum_ns;
+    hist.max_ns = max_ns;
+    hist
+}
+
 impl Report {
     pub fn family(&self, name: &str) -> Option<&FamilyStatus> {
         self.families.iter().find(|f| f.family == name)
+    }
+
+    /// Every kernel stack in the report, to resolve them again.
+    pub fn kernel_stacks_mut(&mut self) -> Vec<&mut Vec<Frame>> {
+        let mut stacks: Vec<&mut Vec<Frame>> = Vec::new();
+        stacks.extend(self.alloc_failures.iter_mut().map(|a| &mut a.kernel_stack));
+        stacks.extend(self.oom_kills.iter_mut().map(|k| &mut k.trigger_kernel_stack));
+        let compaction = self.compaction.iter_mut().map(|c| &mut c.stalls);
+        for row in self.reclaim.iter_mut().chain(compaction) {
+            stacks.extend(row.stacks.iter_mut().map(|s| &mut s.kernel_stack));
+        }
+        if let Some(thp) = &mut self.thp {
+            stacks.extend(thp.processes.iter_mut().map(|p| &mut p.kernel_stack));
+        }
+        stacks
+    }
+
+    /// Every user stack in the report.
+    pub fn user_stacks_mut(&mut self) -> Vec<&mut Vec<Frame>> {
+        let mut stacks: Vec<&mut Vec<Frame>> = Vec::new();
+        stacks.extend(self.alloc_failures.iter_mut().map(|a| &mut a.user_stack));
+        stacks.extend(self.oom_kills.iter_mut().map(|k| &mut k.trigger_user_stack));
+        let compaction = self.compaction.iter_mut().map(|c| &mut c.stalls);
+        for row in self.reclaim.iter_mut().chain(compaction) {
+            stacks.extend(row.stacks.iter_mut().map(|s| &mut s.user_stack));
+        }
+        stacks
     }
 }

@@ -75,7 +75,7 @@ impl KernelSymbolizer {
         }
         let running_build_id = running_kernel_build_id();
         let vmlinux = match vmlinux {
-            Some(path) => match check_vmlinux(path, running_build_id.as_deref(), stext) {
+            Some(path) => match check_vmlinux(path, running_build_id.as_deref(), stext, RUNNING) {
                 Ok(vmlinux) => Some(vmlinux),
                 Err(why) => {
                     warnings.push(format!(
@@ -87,11 +87,49 @@ impl KernelSymbolizer {
                 }
             },
             None => running_build_id.as_deref().and_then(|id| {
-                vmlinux_candidates(id).into_iter().find_map(|path| check_vmlinux(&path, Some(id), stext).ok())
+                vmlinux_candidates(id)
+                    .into_iter()
+                    .find_map(|path| check_vmlinux(&path, Some(id), stext, RUNNING).ok())
             }),
         };
         let symbolizer = Symbolizer::builder().enable_code_info(true).enable_inlined_fns(true).build();
         (KernelSymbolizer { symbolizer, kallsyms: stext.is_some(), vmlinux }, warnings)
+    }
+
+    /// For stacks recorded elsewhere (`tracer report`): `vmlinux` must have
+    /// the traced kernel's `build_id`, and its `_stext` then was `stext`.
+    /// Uses no kallsyms: this machine's kernel is not the traced one.
+    pub fn for_recorded_kernel(
+        vmlinux: &Path,
+        build_id: Option<&str>,
+        stext: Option<u64>,
+    ) -> Result<KernelSymbolizer, String> {
+        let why = |why: &str| format!("vmlinux {}: {why}", vmlinux.display());
+        let build_id = build_id
+            .and_then(unhex)
+            .ok_or_else(|| why("the capture does not record the traced kernel's build id"))?;
+        let stext = stext.ok_or_else(|| {
+            why("the capture does not record where the traced kernel was loaded (kallsyms was hidden)")
+        })?;
+        let vmlinux = check_vmlinux(vmlinux, Some(&build_id), Some(stext), TRACED).map_err(|e| why(&e))?;
+        let symbolizer = Symbolizer::builder().enable_code_info(true).enable_inlined_fns(true).build();
+        Ok(KernelSymbolizer { symbolizer, kallsyms: false, vmlinux: Some(vmlinux) })
+    }
+
+    /// Resolves recorded kernel frames again from their addresses where
+    /// the vmlinux knows them; the others keep what they had. Every frame
+    /// is taken as a return address: stacks are kept without their leaf,
+    /// which is in the tracing machinery.
+    pub fn resolve_recorded(&self, frames: &mut [Frame]) {
+        let Some(vmlinux) = &self.vmlinux else {
+            return;
+        };
+        let lookups: Vec<u64> = frames.iter().map(|f| f.addr.saturating_sub(1)).collect();
+        let link_addrs: Vec<u64> = lookups.iter().map(|a| a.wrapping_sub(vmlinux.kaslr_offset)).collect();
+        let source = Source::Elf(Elf::new(&vmlinux.path));
+        if let Ok(syms) = self.symbolizer.symbolize(&source, Input::VirtOffset(&link_addrs)) {
+            fill_frames(frames, &lookups, syms.iter().enumerate());
+        }
     }
 
     /// Whether frames get file:line (a vmlinux was accepted).
@@ -132,12 +170,17 @@ impl KernelSymbolizer {
     }
 }
 
-/// Why `path` cannot be used as the running kernel's vmlinux, or the
-/// offset to use it with.
+/// Whose kernel a vmlinux is checked against, in messages.
+const RUNNING: &str = "running kernel";
+const TRACED: &str = "traced kernel";
+
+/// Why `path` cannot be used as `whose` kernel's vmlinux, or the offset to
+/// use it with.
 fn check_vmlinux(
     path: &Path,
     running_build_id: Option<&[u8]>,
     kallsyms_stext: Option<u64>,
+    whose: &str,
 ) -> Result<Vmlinux, String> {
     let mut magic = [0; 4];
     File::open(path)
@@ -148,12 +191,12 @@ fn check_vmlinux(
     }
     let build_id = read_elf_build_id(path).map_err(|e| format!("is not a readable ELF file ({e})"))?;
     let Some(build_id) = build_id else {
-        return Err("has no GNU build id, so it cannot be matched to the running kernel".to_string());
+        return Err(format!("has no GNU build id, so it cannot be matched to the {whose}"));
     };
     match running_build_id {
         Some(running) if running != &*build_id => {
             return Err(format!(
-                "its build id {} does not match the running kernel's {}",
+                "its build id {} does not match the {whose}'s {}",
                 hex(&build_id),
                 hex(running)
             ));
@@ -173,7 +216,7 @@ fn check_vmlinux(
         .ok()
         .and_then(|found| found.into_iter().flatten().next())
         .map(|sym| sym.addr)
-        .ok_or_else(|| "has no _stext symbol to line it up with the running kernel".to_string())?;
+        .ok_or_else(|| format!("has no _stext symbol to line it up with the {whose}"))?;
     Ok(Vmlinux { path: path.to_path_buf(), kaslr_offset: kallsyms_stext.wrapping_sub(link_stext) })
 }
 
@@ -199,7 +242,7 @@ fn vmlinux_candidates(build_id: &[u8]) -> Vec<PathBuf> {
 
 /// `_stext` from kallsyms, or `None` when it is unreadable or zeroed
 /// (not root, or kptr_restrict).
-fn kallsyms_stext() -> Option<u64> {
+pub fn kallsyms_stext() -> Option<u64> {
     let file = File::open(KALLSYMS).ok()?;
     BufReader::new(file)
         .lines()
@@ -493,11 +536,11 @@ fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }

@@ -7,6 +7,7 @@ pub mod caps;
 pub mod cgroups;
 pub mod devices;
 pub mod gfp;
+pub mod sysinfo;
 pub mod tracefs;
 pub mod vmstat;
 pub mod zones;
