@@ -2,11 +2,13 @@
 //!
 //! `main` only wires things: [`cli`] parses, [`session`] runs the kernel
 //! side through the [`families`], which fill one [`model::Report`], which the
-//! [`render`]ers print.
+//! [`render`]ers print and the [`capture`] writer records.
 
+pub mod capture;
 pub mod cli;
 pub mod families;
 pub mod kernel;
+pub mod merge;
 pub mod model;
 pub mod render;
 pub mod session;

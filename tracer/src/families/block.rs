@@ -324,9 +324,14 @@ pub fn block_rows(
             }
         })
         .collect();
+    sort_rows(&mut rows);
+    rows
+}
+
+/// Report order: by device, then read, write, flush, discard, other.
+pub fn sort_rows(rows: &mut [BlockRow]) {
     let op_rank = |op: &str| ["read", "write", "flush", "discard", "other"].iter().position(|o| *o == op);
     rows.sort_by(|a, b| a.device.cmp(&b.device).then(op_rank(&a.op).cmp(&op_rank(&b.op))));
-    rows
 }
 
 fn delta(now: &BlockStats, before: &BlockStats) -> BlockStats {

@@ -56,6 +56,8 @@ fn category(tp: &str) -> &'static str {
 
 /// Individual stalls kept for time lines.
 pub const STALLS_KEPT_MAX: usize = 20_000;
+/// Stacks kept per stall row (those that stalled longest).
+pub const STACKS_KEPT: usize = 20;
 
 #[derive(Default, Clone)]
 struct Snapshot {
@@ -198,7 +200,7 @@ impl ReclaimFamily {
             delta.stacks.iter().filter(|(k, s)| k.kind == kind && s.count > 0).collect();
         top.sort_by_key(|(_, s)| std::cmp::Reverse(s.total_ns));
         let top: Vec<(StallStackKey, StallStackStats)> =
-            top.into_iter().take(20).map(|(k, s)| (*k, *s)).collect();
+            top.into_iter().take(STACKS_KEPT).map(|(k, s)| (*k, *s)).collect();
         let stacks = top
             .into_iter()
             .map(|(key, stats)| {
