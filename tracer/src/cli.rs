@@ -25,6 +25,12 @@ pub struct Cli {
 pub enum Command {
     /// Trace now and print a report at the end (and per --interval).
     Trace(TraceArgs),
+    /// Trace exactly like `trace` and print the same report, and also write
+    /// a capture file (`-o`) that `tracer report` renders on any machine.
+    Record(RecordArgs),
+    /// Render a capture written by `tracer record`, anywhere: no root, no
+    /// BPF, not the traced host.
+    Report(ReportArgs),
     /// Show which hooks this kernel offers each family, and which are used.
     Probes(ProbesArgs),
 }
@@ -57,6 +63,26 @@ impl FamilyName {
 
 #[derive(Debug, Clone, Args)]
 pub struct TraceArgs {
+    #[command(flatten)]
+    pub run: RunOptions,
+    /// Write the report to FILE instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RecordArgs {
+    /// The capture file to write (created with mode 0600; replaced if it
+    /// exists). The report still goes to standard output.
+    #[arg(short = 'o', long = "output", value_name = "FILE", required = true)]
+    pub capture: PathBuf,
+    #[command(flatten)]
+    pub run: RunOptions,
+}
+
+/// What to trace and how: the options `trace` and `record` share.
+#[derive(Debug, Clone, Args)]
+pub struct RunOptions {
     /// Families to trace (default: every family this version implements).
     #[arg(value_enum)]
     pub families: Vec<FamilyName>,
@@ -71,9 +97,6 @@ pub struct TraceArgs {
     /// interval and the whole run last).
     #[arg(long)]
     pub json: bool,
-    /// Write the report to FILE instead of standard output.
-    #[arg(short, long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
     /// Only these disks (e.g. nvme0n1, /dev/sda); repeatable.
     #[arg(long = "disk", value_name = "NAME")]
     pub disks: Vec<String>,
@@ -102,6 +125,37 @@ pub struct TraceArgs {
     /// Use raw tracepoints even where BTF tracepoints work.
     #[arg(long, hide = true)]
     pub force_raw_tp: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// A capture written by `tracer record`.
+    #[arg(value_name = "FILE")]
+    pub capture: PathBuf,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+    /// Write to OUT instead of standard output.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// The traced kernel's vmlinux with debug info: kernel frames are
+    /// resolved again from their addresses (file:line, inlined functions).
+    /// Its build id must be the one the capture recorded.
+    #[arg(long, value_name = "PATH")]
+    pub vmlinux: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// As `tracer trace` prints it.
+    Text,
+    /// As `tracer trace --json` prints it.
+    Json,
+    /// Folded stacks (one line per stack and count), for flame graph tools.
+    Folded,
+    /// A flame graph (SVG).
+    Svg,
+    /// Perfetto / Chrome trace event JSON, for ui.perfetto.dev.
+    Perfetto,
 }
 
 #[derive(Debug, Clone, Args)]

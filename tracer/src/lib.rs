@@ -2,7 +2,8 @@
 //!
 //! `main` only wires things: [`cli`] parses, [`session`] runs the kernel
 //! side through the [`families`], which fill one [`model::Report`], which the
-//! [`render`]ers print and the [`capture`] writer records.
+//! [`render`]ers print and the [`capture`] writer records; [`replay`]
+//! renders a recorded capture anywhere.
 
 pub mod capture;
 pub mod cli;
@@ -11,6 +12,7 @@ pub mod kernel;
 pub mod merge;
 pub mod model;
 pub mod render;
+pub mod replay;
 pub mod session;
 pub mod symbolize;
 

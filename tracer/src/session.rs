@@ -1,10 +1,13 @@
 //! Runs a command: checks the host, loads the embedded kernel programs,
 //! attaches the requested families, samples them until the end of the run
-//! (printing interval reports on the way), and prints the final report.
+//! (handing interval reports to its sinks on the way), and hands them the
+//! final report. `trace` has one sink, the printer; `record` adds the
+//! capture writer.
 
 use std::{
     fs::File,
     io::Write as _,
+    path::{Path, PathBuf},
     process::ExitCode,
     task::Poll,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -19,7 +22,8 @@ use tracer_common::{
 };
 
 use crate::{
-    cli::{Cli, Command, FamilyName, ProbesArgs, TraceArgs},
+    capture::{CaptureEnd, CaptureHeader, CaptureWriter, Chunk},
+    cli::{Cli, Command, FamilyName, ProbesArgs, RunOptions},
     families::{
         Family, Hook, KernelEnv, Scope,
         alloc::{self, AllocFamily, AllocOptions},
@@ -32,11 +36,11 @@ use crate::{
         btf::{KernelBtf, task_offsets},
         caps,
         cgroups::Cgroups,
-        devices,
+        devices, sysinfo,
         tracefs::Tracefs,
     },
-    model::{FamilyStatus, Host, LostCount, Report, TimelinePoint, Window},
-    render,
+    model::{FamilyStatus, Host, LostCount, Report, SystemContext, TimelinePoint, Window},
+    render, replay,
 };
 
 /// Families this version implements, in report order.
@@ -45,7 +49,9 @@ pub const IMPLEMENTED: [FamilyName; 5] =
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Trace(args) => trace(args),
+        Command::Trace(args) => trace(&args.run, Outputs { report: args.output.as_deref(), capture: None }),
+        Command::Record(args) => trace(&args.run, Outputs { report: None, capture: Some(&args.capture) }),
+        Command::Report(args) => replay::run(&args),
         Command::Probes(args) => probes(args),
     }
 }
@@ -80,7 +86,7 @@ enum Planned {
     Unavailable { family: &'static str, hook: String, why: String },
 }
 
-fn plan(name: FamilyName, args: &TraceArgs, disks: &[(String, u32)], env: &KernelEnv) -> Planned {
+fn plan(name: FamilyName, args: &RunOptions, disks: &[(String, u32)], env: &KernelEnv) -> Planned {
     let unavailable = |hook: String, why: String| Planned::Unavailable { family: name.as_str(), hook, why };
     let Some(hooks) = hooks_for(name, env, args.queued) else {
         return unavailable(String::new(), "not implemented in this version".into());
@@ -122,7 +128,7 @@ struct SharedGlobals {
 
 impl SharedGlobals {
     /// Validates `--pid` and `--cgroup` (before anything is attached).
-    fn new(args: &TraceArgs, env: &KernelEnv, warnings: &mut Vec<String>) -> Result<Self> {
+    fn new(args: &RunOptions, env: &KernelEnv, warnings: &mut Vec<String>) -> Result<Self> {
         let offsets = match &env.btf {
             Ok(btf) => {
                 let (offsets, warning) = task_offsets(btf);
@@ -152,20 +158,31 @@ impl SharedGlobals {
     }
 }
 
-fn trace(args: TraceArgs) -> Result<ExitCode> {
+/// Where a run's reports go besides standard output.
+struct Outputs<'a> {
+    /// `trace -o`: the report, instead of standard output.
+    report: Option<&'a Path>,
+    /// `record -o`: the capture.
+    capture: Option<&'a Path>,
+}
+
+fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
     let started_wall = SystemTime::now();
     let started = Instant::now();
     caps::require_tracing()?;
     // Bad input is reported before anything is attached.
     let disks = devices::resolve_disks(&args.disks, &devices::list())?;
-    let mut sink = Sink::open(&args)?;
+    let mut sinks: Vec<Box<dyn ReportSink>> = vec![Box::new(Printer::open(args, outputs.report)?)];
+    if let Some(path) = outputs.capture {
+        sinks.push(Box::new(CaptureSink::create(path)?));
+    }
     let mut notices = Vec::new();
     let env = kernel_env(&mut notices, !args.force_raw_tp)?;
     for notice in &notices {
         eprintln!("tracer: {notice}");
     }
     let mut warnings = Vec::new();
-    let shared = SharedGlobals::new(&args, &env, &mut warnings)?;
+    let shared = SharedGlobals::new(args, &env, &mut warnings)?;
     // Ring buffers register with the runtime's reactor when attached.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let _runtime_context = runtime.enter();
@@ -181,7 +198,7 @@ fn trace(args: TraceArgs) -> Result<ExitCode> {
     let mut statuses = Vec::new();
     let mut families: Vec<Box<dyn Family>> = Vec::new();
     for name in requested {
-        match plan(name, &args, &disks, &env) {
+        match plan(name, args, &disks, &env) {
             Planned::Ready(family) => families.push(family),
             Planned::Unavailable { family, hook, why } => {
                 eprintln!("tracer: {family}: not traced: {why}");
@@ -245,12 +262,30 @@ fn trace(args: TraceArgs) -> Result<ExitCode> {
         humantime(args.duration)
     );
 
+    let start_unix_s = started_wall.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let system = sysinfo::collect();
+    let header = CaptureHeader {
+        tool: "tracer".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        command_line: std::env::args().collect(),
+        start_unix_s,
+        host: host(),
+        families: statuses.clone(),
+        duration_s: args.duration.as_secs_f64(),
+        interval_s: args.interval.map(|i| i.as_secs_f64()),
+        sample_period_s: args.interval.unwrap_or(TIMELINE_STEP).as_secs_f64(),
+        json: args.json,
+    };
+    for sink in &mut sinks {
+        sink.begin(&header, &system)?;
+    }
+
     let mut run = Run {
         ebpf,
         families: traced,
         statuses,
-        host: host(),
-        start_unix_s: started_wall.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+        host: header.host.clone(),
+        start_unix_s,
         traced_since: Instant::now(),
         lost_reported: [0; Counter::ALL.len()],
         warnings,
@@ -258,17 +293,20 @@ fn trace(args: TraceArgs) -> Result<ExitCode> {
         intervals: 0,
         interval_start: Instant::now(),
     };
-    let ended_by = runtime.block_on(run.wait(&args, &mut sink))?;
+    let ended_by = runtime.block_on(run.wait(args, &mut sinks))?;
     if let Some(signal) = ended_by {
         eprintln!("tracer: {signal}: stopping and printing the report");
     }
     // The last, partial interval: intervals always add up to the run.
-    run.interval(&args, &mut sink)?;
+    run.interval(&mut sinks)?;
     let mut report = run.report(Scope::Whole, None);
     report.timeline = std::mem::take(&mut run.timeline);
+    let end = CaptureEnd { ended_by: ended_by.unwrap_or("duration").into(), intervals: run.intervals };
     drop(run); // detaches everything before the report is written
-    // With intervals, JSON is one object per line throughout.
-    sink.write_report(&report, args.json, args.interval.is_some())?;
+    report.system = Some(SystemContext { end: Some(sysinfo::memory_state()), ..system });
+    for sink in &mut sinks {
+        sink.whole(&report, &end)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -290,13 +328,13 @@ struct Run {
 const TIMELINE_STEP: Duration = Duration::from_secs(1);
 
 impl Run {
-    /// Closes an interval: a point on the time line, and a report printed
-    /// when `--interval` asked for them.
-    fn interval(&mut self, args: &TraceArgs, sink: &mut Sink) -> Result<()> {
+    /// Closes an interval: a point on the time line, and its report to
+    /// every sink.
+    fn interval(&mut self, sinks: &mut [Box<dyn ReportSink>]) -> Result<()> {
         let report = self.report(Scope::Interval, Some((self.intervals, self.interval_start)));
         self.timeline.push(TimelinePoint::of(&report));
-        if args.interval.is_some() {
-            sink.write_report(&report, args.json, true)?;
+        for sink in sinks {
+            sink.interval(&report)?;
         }
         self.intervals += 1;
         self.interval_start = Instant::now();
@@ -305,7 +343,11 @@ impl Run {
 
     /// Waits for the end of the run, handling streamed events and printing
     /// interval reports. Returns the signal that ended it early, if any.
-    async fn wait(&mut self, args: &TraceArgs, sink: &mut Sink) -> Result<Option<&'static str>> {
+    async fn wait(
+        &mut self,
+        args: &RunOptions,
+        sinks: &mut [Box<dyn ReportSink>],
+    ) -> Result<Option<&'static str>> {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
         let deadline = tokio::time::sleep(args.duration);
@@ -327,7 +369,7 @@ impl Run {
                 _ = sigterm.recv() => return Ok(Some("terminated")),
                 _ = events => {}
                 _ = &mut deadline => return Ok(None),
-                _ = ticker.tick() => self.interval(args, sink)?,
+                _ = ticker.tick() => self.interval(sinks)?,
             }
         }
     }
@@ -396,29 +438,41 @@ fn read_counters(ebpf: &Ebpf) -> [u64; Counter::ALL.len()] {
     out
 }
 
-/// Where reports go: standard output or `-o FILE`.
-struct Sink {
-    file: Option<File>,
+/// Where a run's reports go, as the run goes.
+trait ReportSink {
+    /// Tracing has started.
+    fn begin(&mut self, _header: &CaptureHeader, _system: &SystemContext) -> Result<()> {
+        Ok(())
+    }
+    /// Every interval's report (each `--interval`, else every second).
+    fn interval(&mut self, report: &Report) -> Result<()>;
+    /// The whole-run report, once everything is detached.
+    fn whole(&mut self, report: &Report, end: &CaptureEnd) -> Result<()>;
 }
 
-impl Sink {
-    fn open(args: &TraceArgs) -> Result<Self> {
-        let file = match &args.output {
+/// Prints reports: standard output, or `trace -o FILE`.
+struct Printer {
+    file: Option<File>,
+    json: bool,
+    /// `--interval` given: interval reports are printed too, and JSON is
+    /// one object per line throughout.
+    intervals: bool,
+}
+
+impl Printer {
+    fn open(args: &RunOptions, output: Option<&Path>) -> Result<Self> {
+        let file = match output {
             Some(path) => Some(
                 File::create(path)
                     .with_context(|| format!("cannot write the report to {}", path.display()))?,
             ),
             None => None,
         };
-        Ok(Self { file })
+        Ok(Self { file, json: args.json, intervals: args.interval.is_some() })
     }
 
-    fn write_report(&mut self, report: &Report, json: bool, interval: bool) -> Result<()> {
-        let text = match (json, interval) {
-            (true, true) => render::json::render_line(report)?,
-            (true, false) => render::json::render(report)?,
-            (false, _) => render::text::render(report),
-        };
+    fn print(&mut self, report: &Report) -> Result<()> {
+        let text = render_report(report, self.json, self.intervals)?;
         match &mut self.file {
             Some(file) => file.write_all(text.as_bytes())?,
             None => {
@@ -428,6 +482,91 @@ impl Sink {
             }
         }
         Ok(())
+    }
+}
+
+/// A report as `trace` prints it: text, or JSON (one object per line
+/// when the run printed intervals).
+pub fn render_report(report: &Report, json: bool, json_lines: bool) -> Result<String> {
+    Ok(match (json, json_lines) {
+        (true, true) => render::json::render_line(report)?,
+        (true, false) => render::json::render(report)?,
+        (false, _) => render::text::render(report),
+    })
+}
+
+impl ReportSink for Printer {
+    fn interval(&mut self, report: &Report) -> Result<()> {
+        if self.intervals { self.print(report) } else { Ok(()) }
+    }
+
+    fn whole(&mut self, report: &Report, _end: &CaptureEnd) -> Result<()> {
+        self.print(report)
+    }
+}
+
+/// Writes the capture of `record`, chunk by chunk, each synced to disk so
+/// that a crash of the machine keeps what was written.
+struct CaptureSink {
+    path: PathBuf,
+    writer: CaptureWriter<File>,
+    /// Until tracing starts, a failed run leaves no capture behind.
+    started: bool,
+}
+
+impl CaptureSink {
+    fn create(path: &Path) -> Result<Self> {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let cannot = || format!("cannot write the capture to {}", path.display());
+        // Not through a symlink someone else planted; 0600 also when the
+        // file existed with wider permissions.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .with_context(cannot)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600)).with_context(cannot)?;
+        let writer = CaptureWriter::new(file).with_context(cannot)?;
+        Ok(Self { path: path.to_path_buf(), writer, started: false })
+    }
+
+    fn write(&mut self, chunk: Chunk<'_>) -> Result<()> {
+        let path = &self.path;
+        self.writer.write(chunk).with_context(|| format!("writing the capture {}", path.display()))?;
+        self.writer.get_ref().sync_data().with_context(|| format!("syncing the capture {}", path.display()))
+    }
+}
+
+impl ReportSink for CaptureSink {
+    fn begin(&mut self, header: &CaptureHeader, system: &SystemContext) -> Result<()> {
+        self.started = true;
+        self.write(Chunk::Header(header))?;
+        self.write(Chunk::SystemStart(system))
+    }
+
+    fn interval(&mut self, report: &Report) -> Result<()> {
+        self.write(Chunk::Interval(report))
+    }
+
+    fn whole(&mut self, report: &Report, end: &CaptureEnd) -> Result<()> {
+        if let Some(state) = report.system.as_ref().and_then(|s| s.end.as_ref()) {
+            self.write(Chunk::SystemEnd(state))?;
+        }
+        self.write(Chunk::Final(report))?;
+        self.write(Chunk::End(end))?;
+        eprintln!("tracer: capture written to {}", self.path.display());
+        Ok(())
+    }
+}
+
+impl Drop for CaptureSink {
+    fn drop(&mut self) {
+        if !self.started {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
