@@ -28,7 +28,8 @@ fn main() {
         }
         "oom-hog" => {
             let mb: usize = args.get(2).and_then(|v| v.parse().ok()).expect("MB");
-            oom_hog(std::path::Path::new(&args[1]), mb);
+            let score_adj: i32 = args.get(3).and_then(|v| v.parse().ok()).unwrap_or(0);
+            oom_hog(std::path::Path::new(&args[1]), mb, score_adj);
         }
         "thp-split" => {
             let n: u32 = args.get(1).and_then(|v| v.parse().ok()).expect("N");
@@ -182,13 +183,15 @@ fn join_memcg(memcg: &std::path::Path) {
 }
 
 /// Touches `mb` MiB of anonymous memory inside `memcg` (whose limit the test
-/// set lower): the memory cgroup's OOM killer kills this process while
-/// `touch_pages` faults.
-fn oom_hog(memcg: &std::path::Path, mb: usize) {
+/// set lower): the memory cgroup's OOM killer runs while `touch_pages`
+/// faults, and kills this process, or with `score_adj` -1000 another one,
+/// after which this one says it survived and waits for `exit`.
+fn oom_hog(memcg: &std::path::Path, mb: usize, score_adj: i32) {
     use std::io::Write as _;
     println!("{{\"pid\":{}}}", std::process::id());
     std::io::stdout().flush().unwrap();
     wait_for("go");
+    std::fs::write("/proc/self/oom_score_adj", score_adj.to_string()).expect("setting oom_score_adj");
     join_memcg(memcg);
     let len = mb << 20;
     let area = unsafe {
@@ -203,8 +206,10 @@ fn oom_hog(memcg: &std::path::Path, mb: usize) {
     };
     assert_ne!(area, libc::MAP_FAILED);
     touch_pages(area.cast(), len);
-    // Not reached when the limit is below `mb`.
+    // Reached only when another process was killed instead.
     println!("{{\"survived\":true}}");
+    std::io::stdout().flush().unwrap();
+    wait_for("exit");
 }
 
 /// Writes one byte per page: each fault charges the memory cgroup.
