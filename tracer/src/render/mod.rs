@@ -1,5 +1,6 @@
 //! Renderers: each turns a [`crate::model::Report`] into one output format.
 
+pub mod flame;
 pub mod folded;
 pub mod json;
 pub mod text;
