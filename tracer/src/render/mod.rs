@@ -3,4 +3,5 @@
 pub mod flame;
 pub mod folded;
 pub mod json;
+pub mod perfetto;
 pub mod text;
