@@ -84,3 +84,20 @@ fn unknown_pid_is_an_error() {
     assert_eq!(done.status.code(), Some(1));
     assert!(done.stderr.contains("no process with pid 999999999"), "{}", done.stderr);
 }
+
+/// A `--vmlinux` that is not an ELF file, or not this kernel's, is said
+/// plainly at the start, and tracing goes on with /proc/kallsyms.
+#[test]
+fn bad_vmlinux_warns_and_falls_back_to_kallsyms() {
+    require_root();
+    let not_elf = std::env::temp_dir().join(format!("tracer-not-elf-{}", std::process::id()));
+    std::fs::write(&not_elf, "hello").unwrap();
+    for (vmlinux, why) in
+        [(not_elf.to_str().unwrap(), "not an ELF"), ("/bin/true", "does not match the running kernel")]
+    {
+        let done = tracer_tests::run_tracer(&["trace", "alloc", "--vmlinux", vmlinux, "--duration", "1s"]);
+        assert!(done.status.success(), "{}", done.stderr);
+        assert!(done.stderr.contains(why) && done.stderr.contains("kallsyms"), "{vmlinux}: {}", done.stderr);
+    }
+    let _ = std::fs::remove_file(&not_elf);
+}

@@ -28,10 +28,10 @@ fn logged_anon_rss_kb(pid: u64) -> Option<u64> {
     rest.split("kB").next()?.trim().parse().ok()
 }
 
-fn start_hogs(memcg: &MemCgroup, n: usize, mb: &str) -> Vec<(u64, Helper)> {
+fn start_hogs(memcg: &MemCgroup, n: usize, mb: &str, score_adj: &str) -> Vec<(u64, Helper)> {
     (0..n)
         .map(|_| {
-            let mut hog = Helper::start(HELPER, &["oom-hog", memcg.dir.to_str().unwrap(), mb]);
+            let mut hog = Helper::start(HELPER, &["oom-hog", memcg.dir.to_str().unwrap(), mb, score_adj]);
             let pid = hog.read_json()["pid"].as_u64().unwrap();
             (pid, hog)
         })
@@ -43,6 +43,8 @@ fn killed_by_sigkill(hog: Helper) -> bool {
     hog.wait().signal() == Some(libc::SIGKILL)
 }
 
+/// The incident shape: one process allocates (the trigger), the OOM killer
+/// picks a bigger one (the victim, made the preferred victim here).
 #[test]
 fn a_memcg_oom_kill_matches_the_kernels_counters() {
     require_root();
@@ -52,12 +54,19 @@ fn a_memcg_oom_kill_matches_the_kernels_counters() {
     let tracer = Tracer::start(&["trace", "oom", "--cgroup", &memcg.path, "--duration", "120s", "--json"]);
     let (vm0, cg0) = (vmstat("oom_kill"), memcg.oom_kills());
 
-    let mut hogs = start_hogs(&memcg, 1, "256");
-    let (pid, mut hog) = hogs.pop().unwrap();
-    hog.say("go");
-    assert!(killed_by_sigkill(hog), "the hog was not OOM-killed");
+    // The victim holds 40 MiB and then waits, its oom_score_adj 1000 making
+    // it the OOM killer's choice; the trigger needs 32 MiB more.
+    let (pid, mut victim) = start_hogs(&memcg, 1, "40", "1000").pop().unwrap();
+    victim.say("go");
+    assert_eq!(victim.read_json()["survived"], true, "the victim got its memory");
+    let (trigger_pid, mut trigger) = start_hogs(&memcg, 1, "32", "0").pop().unwrap();
+    trigger.say("go");
+    assert_eq!(trigger.read_json()["survived"], true, "the trigger goes on once the victim is killed");
+    assert!(killed_by_sigkill(victim), "the victim was not OOM-killed");
     std::thread::sleep(std::time::Duration::from_millis(500));
     let done = tracer.stop();
+    trigger.say("exit");
+    assert!(trigger.wait().success());
     assert!(done.status.success(), "tracer failed: {}", done.stderr);
     let report = done.json();
     let (vm, cg) = (vmstat("oom_kill") - vm0, memcg.oom_kills() - cg0);
@@ -73,11 +82,12 @@ fn a_memcg_oom_kill_matches_the_kernels_counters() {
     assert_eq!(kill["scope"], "memcg", "{}", kill["trigger_kernel_stack"]);
     assert_eq!(kill["limit_cgroup"], memcg.path.as_str());
     assert_eq!(kill["limit_bytes"], 64u64 << 20);
-    assert_eq!(kill["trigger_pid"], pid, "the hog's own fault triggered the kill");
+    assert_eq!(kill["trigger_pid"], trigger_pid, "the allocating process triggered the kill");
+    assert_eq!(kill["trigger_cgroup"], memcg.path.as_str());
     let anon = kill["anon_rss_kb"].as_u64().unwrap();
     let logged = logged_anon_rss_kb(pid).expect("the kernel logged the kill");
     assert!(anon.abs_diff(logged) <= 8, "anon RSS {anon} kB vs {logged} kB logged by the kernel");
-    assert!(anon > 32 << 10, "the victim held most of the 64 MiB: {anon} kB");
+    assert!(anon >= 40 << 10, "the victim held its 40 MiB: {anon} kB");
     let frame = kill["trigger_user_stack"]
         .as_array()
         .unwrap()
@@ -99,7 +109,7 @@ fn several_kills_at_once_lose_none() {
     let tracer = Tracer::start(&["trace", "oom", "--cgroup", &memcg.path, "--duration", "120s", "--json"]);
     let (vm0, cg0) = (vmstat("oom_kill"), memcg.oom_kills());
 
-    let mut hogs = start_hogs(&memcg, 4, "512");
+    let mut hogs = start_hogs(&memcg, 4, "512", "0");
     for (_, hog) in &mut hogs {
         hog.say("go");
     }

@@ -10,6 +10,8 @@ pub struct TaskOffsets {
     pub task_mm: u32,
     /// `task_struct.cgroups`.
     pub task_cgroups: u32,
+    /// `task_struct.comm`.
+    pub task_comm: u32,
     /// `css_set.subsys[memory_cgrp_id]`: offset of the array plus 8 x id.
     pub css_set_memory: u32,
     /// `cgroup_subsys_state.cgroup`.
@@ -22,19 +24,30 @@ pub struct TaskOffsets {
     pub kn_id: u32,
     /// 0 when the kernel has no memory controller: ids read as 0.
     pub memcg_enabled: u32,
+    pub _pad: u32,
 }
 
 /// Ancestors checked by the `--cgroup` filter.
 pub const MEMCG_MAX_DEPTH: usize = 16;
 
-/// Filters shared by the memory families: 0 means "any".
+/// `--pid`, `--comm` and `--cgroup`, shared by every family: 0 (or an
+/// empty comm) means "any".
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TaskFilter {
     /// Process (thread group) id.
     pub tgid: u32,
-    pub _pad: u32,
+    /// Length of `comm`; 0: no comm filter.
+    pub comm_len: u32,
     /// Memory cgroup id (inode of its directory); matches it and its
     /// descendants.
     pub memcg_id: u64,
+    /// Exact task name (as in /proc/PID/comm, at most 15 bytes).
+    pub comm: [u8; 16],
+}
+
+impl TaskFilter {
+    pub const fn is_active(&self) -> bool {
+        self.tgid != 0 || self.comm_len != 0 || self.memcg_id != 0
+    }
 }

@@ -22,7 +22,7 @@ use tracer_common::{
 
 use crate::{
     both_flavors,
-    shared::{Fields, count, global},
+    shared::{CurrentTask, Fields, count, global, task_filter_active, task_wanted},
 };
 
 /// Field offsets, filled in from BTF by the loader.
@@ -99,7 +99,14 @@ fn disk_wanted(dev: u32) -> bool {
 /// Records that `rq` starts now. With `keep_earlier`, a start already
 /// recorded for it (its insert) is kept.
 #[inline(always)]
-fn record_start<F: Fields>(rq: u64, keep_earlier: bool) {
+fn record_start<F: CurrentTask>(rq: u64, keep_earlier: bool) {
+    // A process filter applies where the submitter is running: at start.
+    if task_filter_active() {
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        if task_wanted::<F>(F::current_task(), tgid).is_none() {
+            return;
+        }
+    }
     if global(&BLOCK_FILTER_DISKS) != 0 {
         match request_dev::<F>(rq, &global(&BLOCK_OFFSETS)) {
             Some(dev) if disk_wanted(dev) => {}
@@ -152,6 +159,10 @@ fn take_start(addr: u64) -> Option<StartWay> {
 fn on_complete<F: Fields>(rq: u64, status: u64, nr_bytes: u64) {
     let now = unsafe { bpf_ktime_get_ns() };
     let started = take_start(F::addr(rq));
+    // With a process filter, only requests seen starting in it count.
+    if started.is_none() && task_filter_active() {
+        return;
+    }
     let offsets = global(&BLOCK_OFFSETS);
     let Some(dev) = request_dev::<F>(rq, &offsets) else {
         return;

@@ -104,16 +104,44 @@ pub static STACKS: StackTrace = StackTrace::with_max_entries(STACK_ENTRIES, 0);
 static TASK_OFFSETS: TaskOffsets = TaskOffsets {
     task_mm: 0,
     task_cgroups: 0,
+    task_comm: 0,
     css_set_memory: 0,
     css_cgroup: 0,
     css_parent: 0,
     cgroup_kn: 0,
     kn_id: 0,
     memcg_enabled: 0,
+    _pad: 0,
 };
 /// `--pid` and `--cgroup`, shared by the memory families.
 #[unsafe(no_mangle)]
-static TASK_FILTER: TaskFilter = TaskFilter { tgid: 0, _pad: 0, memcg_id: 0 };
+static TASK_FILTER: TaskFilter = TaskFilter { tgid: 0, comm_len: 0, memcg_id: 0, comm: [0; 16] };
+
+/// Whether `--pid`, `--comm` or `--cgroup` restrict tracing.
+#[inline(always)]
+pub fn task_filter_active() -> bool {
+    global(&TASK_FILTER).is_active()
+}
+
+/// `task->comm` equals the filter's name (exactly, not as a prefix).
+#[inline(always)]
+fn comm_matches<F: Fields>(task: u64, filter: &TaskFilter, offsets: &TaskOffsets) -> bool {
+    let Some(comm) = F::read::<[u8; 16]>(task, offsets.task_comm) else {
+        return false;
+    };
+    let len = filter.comm_len as usize;
+    for (i, (&have, &want)) in comm.iter().zip(filter.comm.iter()).enumerate() {
+        // Past the name, the task's comm must end too.
+        let want = if i < len { want } else { 0 };
+        if have != want {
+            return false;
+        }
+        if i >= len {
+            break;
+        }
+    }
+    true
+}
 
 /// The current task as a pointer `F` can read through.
 pub trait CurrentTask: Fields {
@@ -173,8 +201,9 @@ pub fn task_memcg_id<F: Fields>(task: u64) -> u64 {
     css_id::<F>(memcg_css::<F>(task, &offsets), &offsets)
 }
 
-/// Whether a task passes `--pid` and `--cgroup` (its memory cgroup or an
-/// ancestor of it is the one asked for). Returns its memory cgroup id.
+/// Whether a task passes `--pid`, `--comm` and `--cgroup` (its memory
+/// cgroup or an ancestor of it is the one asked for). Returns its memory
+/// cgroup id.
 #[inline(always)]
 pub fn task_wanted<F: Fields>(task: u64, tgid: u32) -> Option<u64> {
     let filter = global(&TASK_FILTER);
@@ -182,6 +211,9 @@ pub fn task_wanted<F: Fields>(task: u64, tgid: u32) -> Option<u64> {
         return None;
     }
     let offsets = global(&TASK_OFFSETS);
+    if filter.comm_len != 0 && !comm_matches::<F>(task, &filter, &offsets) {
+        return None;
+    }
     let mut css = memcg_css::<F>(task, &offsets);
     let id = css_id::<F>(css, &offsets);
     if filter.memcg_id == 0 || id == filter.memcg_id {

@@ -10,6 +10,7 @@ use crate::{
     capture::{self, Capture},
     cli::{ReportArgs, ReportFormat},
     model::Report,
+    render,
     session::render_report,
     symbolize::{self, KernelSymbolizer},
 };
@@ -91,8 +92,8 @@ pub fn render_capture(
             }
             out
         }
-        ReportFormat::Folded | ReportFormat::Svg | ReportFormat::Perfetto => {
-            anyhow::bail!("--format {format:?} is not available yet")
-        }
+        ReportFormat::Folded => render::folded::render(whole),
+        ReportFormat::Svg => render::flame::render(whole)?,
+        ReportFormat::Perfetto => render::perfetto::render(whole)?,
     })
 }

@@ -9,6 +9,7 @@ use std::{
     io::Write as _,
     path::{Path, PathBuf},
     process::ExitCode,
+    rc::Rc,
     task::Poll,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -30,6 +31,7 @@ use crate::{
         block::{self, BlockFamily, BlockOptions},
         oom::{self, OomFamily},
         reclaim::{self, ReclaimFamily},
+        stacks::Stacks,
         thp::{self, ThpFamily},
     },
     kernel::{
@@ -86,7 +88,13 @@ enum Planned {
     Unavailable { family: &'static str, hook: String, why: String },
 }
 
-fn plan(name: FamilyName, args: &RunOptions, disks: &[(String, u32)], env: &KernelEnv) -> Planned {
+fn plan(
+    name: FamilyName,
+    args: &RunOptions,
+    disks: &[(String, u32)],
+    env: &KernelEnv,
+    stacks: &Rc<Stacks>,
+) -> Planned {
     let unavailable = |hook: String, why: String| Planned::Unavailable { family: name.as_str(), hook, why };
     let Some(hooks) = hooks_for(name, env, args.queued) else {
         return unavailable(String::new(), "not implemented in this version".into());
@@ -104,14 +112,14 @@ fn plan(name: FamilyName, args: &RunOptions, disks: &[(String, u32)], env: &Kern
             BlockFamily::new(options, env).map(|f| Box::new(f) as Box<dyn Family>)
         }
         FamilyName::Alloc => {
-            let options = AllocOptions { min_order: args.min_order, vmlinux: args.vmlinux.clone() };
-            AllocFamily::new(options, env).map(|f| Box::new(f) as Box<dyn Family>)
+            let options = AllocOptions { min_order: args.min_order };
+            AllocFamily::new(options, env, stacks.clone()).map(|f| Box::new(f) as Box<dyn Family>)
         }
-        FamilyName::Oom => OomFamily::new(args.vmlinux.clone(), env).map(|f| Box::new(f) as Box<dyn Family>),
+        FamilyName::Oom => OomFamily::new(env, stacks.clone()).map(|f| Box::new(f) as Box<dyn Family>),
         FamilyName::Reclaim => {
-            ReclaimFamily::new(args.vmlinux.clone(), env).map(|f| Box::new(f) as Box<dyn Family>)
+            ReclaimFamily::new(env, stacks.clone()).map(|f| Box::new(f) as Box<dyn Family>)
         }
-        FamilyName::Thp => ThpFamily::new().map(|f| Box::new(f) as Box<dyn Family>),
+        FamilyName::Thp => ThpFamily::new(stacks.clone()).map(|f| Box::new(f) as Box<dyn Family>),
     };
     match family {
         Ok(family) => Planned::Ready(family),
@@ -195,10 +203,14 @@ fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
         f.dedup();
         f
     };
+    let stacks = Stacks::new(args.vmlinux.clone());
+    for warning in stacks.check_vmlinux() {
+        eprintln!("tracer: warning: {warning}");
+    }
     let mut statuses = Vec::new();
     let mut families: Vec<Box<dyn Family>> = Vec::new();
     for name in requested {
-        match plan(name, args, &disks, &env) {
+        match plan(name, args, &disks, &env, &stacks) {
             Planned::Ready(family) => families.push(family),
             Planned::Unavailable { family, hook, why } => {
                 eprintln!("tracer: {family}: not traced: {why}");

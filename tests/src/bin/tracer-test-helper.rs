@@ -28,7 +28,8 @@ fn main() {
         }
         "oom-hog" => {
             let mb: usize = args.get(2).and_then(|v| v.parse().ok()).expect("MB");
-            oom_hog(std::path::Path::new(&args[1]), mb);
+            let score_adj: i32 = args.get(3).and_then(|v| v.parse().ok()).unwrap_or(0);
+            oom_hog(std::path::Path::new(&args[1]), mb, score_adj);
         }
         "thp-split" => {
             let n: u32 = args.get(1).and_then(|v| v.parse().ok()).expect("N");
@@ -42,6 +43,7 @@ fn main() {
             let n = |i: usize| args.get(i).and_then(|v| v.parse::<u64>().ok()).expect("numeric argument");
             reclaim_pressure(std::path::Path::new(&args[1]), n(2), n(3));
         }
+        "bpf-progs" => bpf_programs(),
         other => {
             eprintln!("unknown helper command {other}");
             std::process::exit(2);
@@ -181,13 +183,15 @@ fn join_memcg(memcg: &std::path::Path) {
 }
 
 /// Touches `mb` MiB of anonymous memory inside `memcg` (whose limit the test
-/// set lower): the memory cgroup's OOM killer kills this process while
-/// `touch_pages` faults.
-fn oom_hog(memcg: &std::path::Path, mb: usize) {
+/// set lower): the memory cgroup's OOM killer runs while `touch_pages`
+/// faults, and kills this process, or with `score_adj` -1000 another one,
+/// after which this one says it survived and waits for `exit`.
+fn oom_hog(memcg: &std::path::Path, mb: usize, score_adj: i32) {
     use std::io::Write as _;
     println!("{{\"pid\":{}}}", std::process::id());
     std::io::stdout().flush().unwrap();
     wait_for("go");
+    std::fs::write("/proc/self/oom_score_adj", score_adj.to_string()).expect("setting oom_score_adj");
     join_memcg(memcg);
     let len = mb << 20;
     let area = unsafe {
@@ -202,8 +206,10 @@ fn oom_hog(memcg: &std::path::Path, mb: usize) {
     };
     assert_ne!(area, libc::MAP_FAILED);
     touch_pages(area.cast(), len);
-    // Not reached when the limit is below `mb`.
+    // Reached only when another process was killed instead.
     println!("{{\"survived\":true}}");
+    std::io::stdout().flush().unwrap();
+    wait_for("exit");
 }
 
 /// Writes one byte per page: each fault charges the memory cgroup.
@@ -298,4 +304,44 @@ fn reclaim_pressure(sparse: &std::path::Path, cache_gib: u64, anon_gib: u64) {
     touch_pages(area.cast(), len);
     unsafe { libc::munmap(area, len) };
     println!("{{\"done\":true}}");
+}
+
+/// Names of every BPF program loaded in the kernel, as a JSON list
+/// (BPF_PROG_GET_NEXT_ID, BPF_PROG_GET_FD_BY_ID, BPF_OBJ_GET_INFO_BY_FD).
+fn bpf_programs() {
+    const SYS_BPF: libc::c_long = 321;
+    const PROG_GET_NEXT_ID: libc::c_long = 11;
+    const PROG_GET_FD_BY_ID: libc::c_long = 13;
+    const OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // struct bpf_prog_info: the name is at byte 64, 16 bytes.
+    const NAME_AT: usize = 64;
+    let mut names = Vec::new();
+    let mut id: u32 = 0;
+    loop {
+        let mut attr = [0u32; 4];
+        attr[0] = id;
+        let rc = unsafe { libc::syscall(SYS_BPF, PROG_GET_NEXT_ID, attr.as_mut_ptr(), 16) };
+        if rc != 0 {
+            break;
+        }
+        id = attr[1];
+        let mut by_id = [0u32; 4];
+        by_id[0] = id;
+        let fd = unsafe { libc::syscall(SYS_BPF, PROG_GET_FD_BY_ID, by_id.as_mut_ptr(), 16) };
+        if fd < 0 {
+            continue; // freed meanwhile
+        }
+        let mut info = [0u8; 256];
+        let mut info_attr = [0u64; 2];
+        info_attr[0] = fd as u64 | ((info.len() as u64) << 32);
+        info_attr[1] = info.as_mut_ptr() as u64;
+        let rc = unsafe { libc::syscall(SYS_BPF, OBJ_GET_INFO_BY_FD, info_attr.as_mut_ptr(), 16) };
+        unsafe { libc::close(fd as i32) };
+        if rc == 0 {
+            let name = &info[NAME_AT..NAME_AT + 16];
+            let end = name.iter().position(|&b| b == 0).unwrap_or(16);
+            names.push(format!("\"{}\"", String::from_utf8_lossy(&name[..end])));
+        }
+    }
+    println!("[{}]", names.join(","));
 }

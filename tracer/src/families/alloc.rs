@@ -3,19 +3,17 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    path::PathBuf,
+    rc::Rc,
     task::{Context, Poll},
 };
 
 use anyhow::{Context as _, Result, bail};
-use aya::{
-    Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuHashMap, StackTraceMap},
-};
+use aya::{Ebpf, EbpfLoader, maps::PerCpuHashMap};
 use tracer_common::alloc::{AllocConfig, AllocEvent, AllocKey, AllocStats};
 
 use super::{
-    EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, drain_ring, load_and_attach, watch_ring,
+    EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, comm_string, drain_ring, load_and_attach,
+    stacks::Stacks, watch_ring,
 };
 use crate::{
     kernel::{
@@ -24,19 +22,16 @@ use crate::{
         zones,
     },
     model::{AllocFailure, Frame, Report, ZoneSnapshot},
-    symbolize::{self, KernelSymbolizer},
+    symbolize,
 };
 
 #[derive(Debug, Clone, Default)]
 pub struct AllocOptions {
     /// `--min-order`.
     pub min_order: u32,
-    /// `--vmlinux`: file:line and inlined frames for kernel stacks.
-    pub vmlinux: Option<PathBuf>,
 }
 
 pub struct AllocFamily {
-    options: AllocOptions,
     config: AllocConfig,
     gfp: GfpTable,
     migratetypes: Vec<String>,
@@ -45,9 +40,7 @@ pub struct AllocFamily {
     events: Option<EventRing>,
     /// User stacks normalized while their process was alive.
     user_stacks: HashMap<(u32, i32), Vec<Frame>>,
-    /// Resolved kernel stacks by id.
-    kernel_stacks: HashMap<i32, Vec<Frame>>,
-    kernel_symbolizer: Option<KernelSymbolizer>,
+    stacks: Rc<Stacks>,
     cgroups: Option<Cgroups>,
     snapshot_orders: BTreeSet<u32>,
     zone_snapshots: Vec<ZoneSnapshot>,
@@ -59,7 +52,7 @@ pub struct AllocFamily {
 pub const TRACEPOINT: (&str, &str) = ("kmem", "mm_page_alloc");
 
 impl AllocFamily {
-    pub fn new(options: AllocOptions, env: &KernelEnv) -> Result<Self> {
+    pub fn new(options: AllocOptions, env: &KernelEnv, stacks: Rc<Stacks>) -> Result<Self> {
         if !env.tracefs.has_event(TRACEPOINT.0, TRACEPOINT.1) {
             bail!("kmem:mm_page_alloc is not a tracepoint on this kernel");
         }
@@ -73,15 +66,13 @@ impl AllocFamily {
         let migratetypes = env.btf.as_ref().map(migratetype_names).unwrap_or_default();
         Ok(Self {
             config: AllocConfig { min_order: options.min_order, _pad: 0 },
-            options,
             gfp,
             migratetypes,
             started_mono_ns: env.started_mono_ns,
             flavor: None,
             events: None,
             user_stacks: HashMap::new(),
-            kernel_stacks: HashMap::new(),
-            kernel_symbolizer: None,
+            stacks,
             cgroups: Cgroups::find(),
             snapshot_orders: BTreeSet::new(),
             zone_snapshots: Vec::new(),
@@ -96,13 +87,10 @@ impl AllocFamily {
     }
 
     /// A new failure row: capture what only exists now.
-    fn on_event(&mut self, event: &AllocEvent, stacks: Option<&StackTraceMap<&MapData>>) {
+    fn on_event(&mut self, event: &AllocEvent, ebpf: &Ebpf) {
         let key = (event.key.tgid, event.key.user_stack);
-        if event.key.user_stack >= 0
-            && !self.user_stacks.contains_key(&key)
-            && let Some(addrs) = stack_addrs(stacks, event.key.user_stack)
-        {
-            self.user_stacks.insert(key, symbolize::normalize_user_stack(event.key.tgid, &addrs));
+        if event.key.user_stack >= 0 && !self.user_stacks.contains_key(&key) {
+            self.user_stacks.insert(key, self.stacks.user(event.key.tgid, event.key.user_stack, ebpf));
         }
         if self.snapshot_orders.insert(event.key.order) {
             let at = self.seconds_since_start(event.ts_ns);
@@ -110,46 +98,6 @@ impl AllocFamily {
                 .push(zones::snapshot(at, &format!("first order-{} failure", event.key.order)));
         }
     }
-
-    fn kernel_stack(&mut self, id: i32, stacks: Option<&StackTraceMap<&MapData>>) -> Vec<Frame> {
-        if id < 0 {
-            return Vec::new();
-        }
-        if let Some(frames) = self.kernel_stacks.get(&id) {
-            return frames.clone();
-        }
-        let Some(addrs) = stack_addrs(stacks, id) else {
-            return Vec::new();
-        };
-        let symbolizer = self.kernel_symbolizer.get_or_insert_with(|| {
-            let (symbolizer, warnings) = KernelSymbolizer::new(self.options.vmlinux.as_deref());
-            self.warnings.extend(warnings);
-            symbolizer
-        });
-        let frames = strip_tracing_frames(symbolizer.symbolize(&addrs));
-        self.kernel_stacks.insert(id, frames.clone());
-        frames
-    }
-}
-
-/// Addresses of a stack id, innermost first.
-pub fn stack_addrs(stacks: Option<&StackTraceMap<&MapData>>, id: i32) -> Option<Vec<u64>> {
-    let trace = stacks?.get(&(id as u32), 0).ok()?;
-    Some(trace.frames().iter().map(|f| f.ip).filter(|&ip| ip != 0).collect())
-}
-
-/// Drops the frames of the tracing machinery above the traced function.
-pub fn strip_tracing_frames(frames: Vec<Frame>) -> Vec<Frame> {
-    let tracing = |f: &Frame| {
-        f.symbol.as_deref().is_some_and(|s| {
-            s.starts_with("bpf_")
-                || s.starts_with("__bpf_")
-                || s.starts_with("__traceiter_")
-                || s.starts_with("perf_trace_")
-        })
-    };
-    let skip = frames.iter().take_while(|f| tracing(f)).count();
-    frames.into_iter().skip(skip).collect()
 }
 
 impl Family for AllocFamily {
@@ -179,9 +127,8 @@ impl Family for AllocFamily {
         let Poll::Ready(batch) = drain_ring::<AllocEvent>(events, cx) else {
             return Poll::Pending;
         };
-        let stacks = ebpf.map("STACKS").and_then(|m| StackTraceMap::try_from(m).ok());
         for event in &batch {
-            self.on_event(event, stacks.as_ref());
+            self.on_event(event, ebpf);
         }
         Poll::Ready(())
     }
@@ -201,7 +148,6 @@ impl Family for AllocFamily {
     }
 
     fn fill(&mut self, report: &mut Report, scope: Scope, ebpf: &Ebpf) {
-        let stacks_map = ebpf.map("STACKS").and_then(|m| StackTraceMap::try_from(m).ok());
         let mut rows = Vec::new();
         let latest = self.latest.clone();
         for (key, stats) in &latest {
@@ -212,14 +158,12 @@ impl Family for AllocFamily {
             if count == 0 {
                 continue;
             }
-            let kernel_stack = self.kernel_stack(key.kernel_stack, stacks_map.as_ref());
+            let kernel_stack = self.stacks.kernel(key.kernel_stack, ebpf);
             let user_key = (key.tgid, key.user_stack);
             if key.user_stack >= 0 && !self.user_stacks.contains_key(&user_key) {
                 // The event was lost or not handled yet: normalize now if
                 // the process still exists (else addresses only).
-                if let Some(addrs) = stack_addrs(stacks_map.as_ref(), key.user_stack) {
-                    self.user_stacks.insert(user_key, symbolize::normalize_user_stack(key.tgid, &addrs));
-                }
+                self.user_stacks.insert(user_key, self.stacks.user(key.tgid, key.user_stack, ebpf));
             }
             let mut user_stack = self.user_stacks.get(&user_key).cloned().unwrap_or_default();
             symbolize::resolve_user_frames(&mut user_stack);
@@ -246,7 +190,7 @@ impl Family for AllocFamily {
         rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.first_seen_s.total_cmp(&b.first_seen_s)));
         report.alloc_failures = rows;
         report.zone_snapshots = self.zone_snapshots.clone();
-        for w in &self.warnings {
+        for w in self.warnings.iter().chain(self.stacks.warnings().iter()) {
             if !report.warnings.contains(w) {
                 report.warnings.push(w.clone());
             }
@@ -277,11 +221,6 @@ pub fn merge_cpus<'a>(per_cpu: impl Iterator<Item = &'a AllocStats>) -> Option<A
         });
     }
     merged
-}
-
-pub fn comm_string(comm: &[u8; 16]) -> String {
-    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..end]).into_owned()
 }
 
 pub fn probe_hooks(env: &KernelEnv) -> Vec<Hook> {
@@ -326,18 +265,5 @@ mod tests {
         assert_eq!((m.count, m.first_ns, m.last_ns, m.pid), (5, 50, 500, 11));
         assert!(merge_cpus([zero].iter()).is_none());
         assert_eq!(comm_string(&m.comm), "helper");
-    }
-
-    #[test]
-    fn strips_tracing_frames_only_at_the_top() {
-        let f = |s: &str| Frame { symbol: Some(s.into()), ..Frame::default() };
-        let frames = vec![
-            f("bpf_prog_abc_mm_page_alloc_btf"),
-            f("__bpf_trace_mm_page_alloc"),
-            f("__alloc_frozen_pages_noprof"),
-            f("bpf_map_area_alloc"),
-        ];
-        let kept: Vec<_> = strip_tracing_frames(frames).into_iter().map(|f| f.symbol.unwrap()).collect();
-        assert_eq!(kept, ["__alloc_frozen_pages_noprof", "bpf_map_area_alloc"]);
     }
 }

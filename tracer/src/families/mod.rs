@@ -12,6 +12,7 @@ pub mod alloc;
 pub mod block;
 pub mod oom;
 pub mod reclaim;
+pub mod stacks;
 pub mod thp;
 
 use anyhow::Result;
@@ -213,4 +214,10 @@ pub fn drain_ring<E: Copy>(ring: &mut EventRing, cx: &mut std::task::Context<'_>
     }
     guard.clear_ready();
     std::task::Poll::Ready(events)
+}
+
+/// A kernel task name (NUL-padded) as text.
+pub fn comm_string(comm: &[u8; 16]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
 }

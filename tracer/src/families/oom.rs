@@ -2,30 +2,25 @@
 //! `tracer-ebpf/src/oom.rs`).
 
 use std::{
-    collections::HashMap,
-    path::PathBuf,
+    rc::Rc,
     task::{Context, Poll},
 };
 
 use anyhow::{Context as _, Result};
-use aya::{
-    Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, StackTraceMap},
-};
+use aya::{Ebpf, EbpfLoader, maps::PerCpuArray};
 use tracer_common::oom::{
     OOM_COUNT_COMPACT_RETRY, OOM_COUNT_RECLAIM_RETRY, OOM_KIND_KILL, OOM_KIND_REAP_FINISH,
     OOM_KIND_REAP_START, OomEvent, OomOffsets,
 };
 
 use super::{
-    EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope,
-    alloc::{comm_string, stack_addrs, strip_tracing_frames},
-    drain_ring, load_and_attach, watch_ring,
+    EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, comm_string, drain_ring, load_and_attach,
+    stacks::Stacks, watch_ring,
 };
 use crate::{
     kernel::{btf::KernelBtf, cgroups::Cgroups},
     model::{Frame, OomKill, OomRetries, Report},
-    symbolize::{self, KernelSymbolizer},
+    symbolize,
 };
 
 const TRACEPOINTS: [(&str, bool, &str); 5] = [
@@ -49,7 +44,6 @@ struct Kill {
 
 pub struct OomFamily {
     offsets: OomOffsets,
-    vmlinux: Option<PathBuf>,
     started_mono_ns: u64,
     page_kb: u64,
     flavor: Option<ProgramFlavor>,
@@ -60,8 +54,7 @@ pub struct OomFamily {
     kills_reported: usize,
     retries: [u64; 2],
     retries_reported: [u64; 2],
-    kernel_symbolizer: Option<KernelSymbolizer>,
-    kernel_stacks: HashMap<i32, Vec<Frame>>,
+    stacks: Rc<Stacks>,
     warnings: Vec<String>,
 }
 
@@ -94,13 +87,12 @@ pub fn oom_offsets(btf: &KernelBtf) -> Result<OomOffsets> {
 }
 
 impl OomFamily {
-    pub fn new(vmlinux: Option<PathBuf>, env: &KernelEnv) -> Result<Self> {
+    pub fn new(env: &KernelEnv, stacks: Rc<Stacks>) -> Result<Self> {
         let btf = env.btf.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
         let offsets = oom_offsets(btf).context("reading the OOM victim's layout from BTF")?;
         let page_kb = (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) / 1024) as u64;
         Ok(Self {
             offsets,
-            vmlinux,
             started_mono_ns: env.started_mono_ns,
             page_kb,
             flavor: None,
@@ -111,13 +103,12 @@ impl OomFamily {
             kills_reported: 0,
             retries: [0; 2],
             retries_reported: [0; 2],
-            kernel_symbolizer: None,
-            kernel_stacks: HashMap::new(),
+            stacks,
             warnings: Vec::new(),
         })
     }
 
-    fn on_event(&mut self, event: &OomEvent, stacks: Option<&StackTraceMap<&MapData>>) {
+    fn on_event(&mut self, event: &OomEvent, ebpf: &Ebpf) {
         match event.kind {
             OOM_KIND_KILL => {
                 let path = |cgroups: &mut Option<Cgroups>, id| {
@@ -126,12 +117,7 @@ impl OomFamily {
                 let cgroup = path(&mut self.cgroups, event.victim_memcg);
                 let trigger_cgroup = path(&mut self.cgroups, event.trigger_memcg);
                 let limit = self.cgroups.as_ref().and_then(|c| limited_ancestor(c, &trigger_cgroup));
-                let user_stack = match stack_addrs(stacks, event.trigger_user_stack) {
-                    Some(addrs) if event.trigger_user_stack >= 0 => {
-                        symbolize::normalize_user_stack(event.trigger_tgid, &addrs)
-                    }
-                    _ => Vec::new(),
-                };
+                let user_stack = self.stacks.user(event.trigger_tgid, event.trigger_user_stack, ebpf);
                 self.kills.push(Kill {
                     event: *event,
                     cgroup,
@@ -157,26 +143,6 @@ impl OomFamily {
             }
             _ => {}
         }
-    }
-
-    fn kernel_stack(&mut self, id: i32, stacks: Option<&StackTraceMap<&MapData>>) -> Vec<Frame> {
-        if id < 0 {
-            return Vec::new();
-        }
-        if let Some(frames) = self.kernel_stacks.get(&id) {
-            return frames.clone();
-        }
-        let Some(addrs) = stack_addrs(stacks, id) else {
-            return Vec::new();
-        };
-        let symbolizer = self.kernel_symbolizer.get_or_insert_with(|| {
-            let (symbolizer, warnings) = KernelSymbolizer::new(self.vmlinux.as_deref());
-            self.warnings.extend(warnings);
-            symbolizer
-        });
-        let frames = strip_tracing_frames(symbolizer.symbolize(&addrs));
-        self.kernel_stacks.insert(id, frames.clone());
-        frames
     }
 }
 
@@ -255,9 +221,8 @@ impl Family for OomFamily {
         let Poll::Ready(batch) = drain_ring::<OomEvent>(events, cx) else {
             return Poll::Pending;
         };
-        let stacks = ebpf.map("STACKS").and_then(|m| StackTraceMap::try_from(m).ok());
         for event in &batch {
-            self.on_event(event, stacks.as_ref());
+            self.on_event(event, ebpf);
         }
         Poll::Ready(())
     }
@@ -274,12 +239,11 @@ impl Family for OomFamily {
     }
 
     fn fill(&mut self, report: &mut Report, scope: Scope, ebpf: &Ebpf) {
-        let stacks = ebpf.map("STACKS").and_then(|m| StackTraceMap::try_from(m).ok());
         let first = if scope == Scope::Interval { self.kills_reported } else { 0 };
         let mut rows = Vec::new();
         for i in first..self.kills.len() {
             let e = self.kills[i].event;
-            let trigger_kernel_stack = self.kernel_stack(e.trigger_kernel_stack, stacks.as_ref());
+            let trigger_kernel_stack = self.stacks.kernel(e.trigger_kernel_stack, ebpf);
             let kill = &mut self.kills[i];
             symbolize::resolve_user_frames(&mut kill.user_stack);
             let since = |ns: Option<u64>| ns.map(|t| t.saturating_sub(e.ts_ns) as f64 / 1e6);
@@ -319,7 +283,7 @@ impl Family for OomFamily {
             reclaim_retry_zone: self.retries[0].saturating_sub(base[0]),
             compact_retry: self.retries[1].saturating_sub(base[1]),
         });
-        for w in &self.warnings {
+        for w in self.warnings.iter().chain(self.stacks.warnings().iter()) {
             if !report.warnings.contains(w) {
                 report.warnings.push(w.clone());
             }

@@ -2,15 +2,15 @@
 //! `tracer-ebpf/src/stall.rs`).
 
 use std::{
-    collections::{BTreeMap, HashMap},
-    path::PathBuf,
+    collections::BTreeMap,
+    rc::Rc,
     task::{Context, Poll},
 };
 
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, PerCpuHashMap, StackTraceMap},
+    maps::{PerCpuArray, PerCpuHashMap},
 };
 use tracer_common::{
     hist::LatencyHist,
@@ -23,17 +23,16 @@ use tracer_common::{
 };
 
 use super::{
-    EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope,
-    alloc::{comm_string, stack_addrs, strip_tracing_frames},
-    drain_ring, load_and_attach, watch_ring,
+    EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, comm_string, drain_ring, load_and_attach,
+    stacks::Stacks, watch_ring,
 };
 use crate::{
     kernel::cgroups::Cgroups,
     model::{
-        Compaction, Frame, Kswapd, NamedCount, Percentiles, Report, Stall, StallBreakdown, StallRow,
-        StallStack, buckets_of,
+        Compaction, Kswapd, NamedCount, Percentiles, Report, Stall, StallBreakdown, StallRow, StallStack,
+        buckets_of,
     },
-    symbolize::{self, KernelSymbolizer},
+    symbolize,
 };
 
 /// (tracepoint, required, what for).
@@ -68,7 +67,6 @@ struct Snapshot {
 
 pub struct ReclaimFamily {
     config: StallConfig,
-    vmlinux: Option<PathBuf>,
     started_mono_ns: u64,
     compact_names: BTreeMap<u32, String>,
     flavor: Option<ProgramFlavor>,
@@ -80,13 +78,12 @@ pub struct ReclaimFamily {
     latest: Snapshot,
     reported: Snapshot,
     cgroups: Option<Cgroups>,
-    kernel_symbolizer: Option<KernelSymbolizer>,
-    kernel_stacks: HashMap<i32, Vec<Frame>>,
+    stacks: Rc<Stacks>,
     warnings: Vec<String>,
 }
 
 impl ReclaimFamily {
-    pub fn new(vmlinux: Option<PathBuf>, env: &KernelEnv) -> Result<Self> {
+    pub fn new(env: &KernelEnv, stacks: Rc<Stacks>) -> Result<Self> {
         let btf = env.btf.as_ref().ok();
         let cc_direct = btf.and_then(|b| b.member_offset("compact_control", "direct_compaction").ok());
         let mut warnings = Vec::new();
@@ -102,7 +99,6 @@ impl ReclaimFamily {
             .collect();
         Ok(Self {
             config: StallConfig { cc_direct: cc_direct.unwrap_or(u32::MAX), _pad: 0 },
-            vmlinux,
             started_mono_ns: env.started_mono_ns,
             compact_names,
             flavor: None,
@@ -114,30 +110,9 @@ impl ReclaimFamily {
             latest: Snapshot::default(),
             reported: Snapshot::default(),
             cgroups: Cgroups::find(),
-            kernel_symbolizer: None,
-            kernel_stacks: HashMap::new(),
+            stacks,
             warnings,
         })
-    }
-
-    fn kernel_stack(&mut self, id: i32, stacks: Option<&StackTraceMap<&MapData>>) -> Vec<Frame> {
-        if id < 0 {
-            return Vec::new();
-        }
-        if let Some(frames) = self.kernel_stacks.get(&id) {
-            return frames.clone();
-        }
-        let Some(addrs) = stack_addrs(stacks, id) else {
-            return Vec::new();
-        };
-        let symbolizer = self.kernel_symbolizer.get_or_insert_with(|| {
-            let (symbolizer, warnings) = KernelSymbolizer::new(self.vmlinux.as_deref());
-            self.warnings.extend(warnings);
-            symbolizer
-        });
-        let frames = strip_tracing_frames(symbolizer.symbolize(&addrs));
-        self.kernel_stacks.insert(id, frames.clone());
-        frames
     }
 
     fn cgroup_path(&mut self, id: u64) -> String {
@@ -151,7 +126,7 @@ impl ReclaimFamily {
         delta: &Snapshot,
         untimed: u64,
         abandoned: u64,
-        stacks_map: Option<&StackTraceMap<&MapData>>,
+        ebpf: &Ebpf,
     ) -> StallRow {
         let mut total = LatencyHist::zeroed();
         let mut reclaimed = 0;
@@ -204,16 +179,14 @@ impl ReclaimFamily {
         let stacks = top
             .into_iter()
             .map(|(key, stats)| {
-                let mut user_stack = match stack_addrs(stacks_map, key.user_stack) {
-                    Some(addrs) if key.user_stack >= 0 => symbolize::normalize_user_stack(key.tgid, &addrs),
-                    _ => Vec::new(),
-                };
+                // Best effort: the process may be gone by now.
+                let mut user_stack = self.stacks.user(key.tgid, key.user_stack, ebpf);
                 symbolize::resolve_user_frames(&mut user_stack);
                 StallStack {
                     count: stats.count,
                     total_ms: stats.total_ns as f64 / 1e6,
                     pid: key.tgid,
-                    kernel_stack: self.kernel_stack(key.kernel_stack, stacks_map),
+                    kernel_stack: self.stacks.kernel(key.kernel_stack, ebpf),
                     user_stack,
                 }
             })
@@ -367,7 +340,6 @@ impl Family for ReclaimFamily {
     }
 
     fn fill(&mut self, report: &mut Report, scope: Scope, ebpf: &Ebpf) {
-        let stacks_map = ebpf.map("STACKS").and_then(|m| StackTraceMap::try_from(m).ok());
         let base = match scope {
             Scope::Interval => std::mem::replace(&mut self.reported, self.latest.clone()),
             Scope::Whole => Snapshot::default(),
@@ -378,7 +350,7 @@ impl Family for ReclaimFamily {
             .into_iter()
             .map(|kind| {
                 let (untimed, abandoned) = (count(STALL_UNMATCHED_END + kind), count(STALL_ABANDONED + kind));
-                self.stall_row(kind, &d, untimed, abandoned, stacks_map.as_ref())
+                self.stall_row(kind, &d, untimed, abandoned, ebpf)
             })
             .collect();
         let results = (0..COMPACT_RESULTS)
@@ -394,7 +366,7 @@ impl Family for ReclaimFamily {
                 &d,
                 count(STALL_UNMATCHED_END + STALL_COMPACTION),
                 count(STALL_ABANDONED + STALL_COMPACTION),
-                stacks_map.as_ref(),
+                ebpf,
             ),
             attempts: count(COMPACT_ATTEMPTS),
             results,
@@ -433,7 +405,7 @@ impl Family for ReclaimFamily {
         }
         report.stalls = stalls;
         report.stalls_dropped = self.stalls_dropped;
-        for w in &self.warnings {
+        for w in self.warnings.iter().chain(self.stacks.warnings().iter()) {
             if !report.warnings.contains(w) {
                 report.warnings.push(w.clone());
             }

@@ -3,24 +3,20 @@
 //! functions, else a kprobe on them (both per process, with stacks), else
 //! the kernel's /proc/vmstat counters (global counts only).
 
-use std::collections::{BTreeMap, HashMap};
+use std::{collections::BTreeMap, rc::Rc};
 
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{PerCpuHashMap, StackTraceMap},
+    maps::PerCpuHashMap,
     programs::{FEntry, KProbe},
 };
 use tracer_common::stall::{SplitKey, SplitStats};
 
-use super::{
-    Family, Hook, KernelEnv, Scope,
-    alloc::{comm_string, stack_addrs, strip_tracing_frames},
-};
+use super::{Family, Hook, KernelEnv, Scope, comm_string, stacks::Stacks};
 use crate::{
     kernel::vmstat,
-    model::{Frame, NamedCount, Report, Thp, ThpProcess},
-    symbolize::KernelSymbolizer,
+    model::{NamedCount, Report, Thp, ThpProcess},
 };
 
 /// (program prefix, kernel function): PMD splits first (required of a
@@ -54,12 +50,11 @@ pub struct ThpFamily {
     reported: BTreeMap<String, u64>,
     splits: BTreeMap<SplitKey, SplitStats>,
     splits_reported: BTreeMap<SplitKey, u64>,
-    kernel_symbolizer: Option<KernelSymbolizer>,
-    kernel_stacks: HashMap<i32, Vec<Frame>>,
+    stacks: Rc<Stacks>,
 }
 
 impl ThpFamily {
-    pub fn new() -> Result<Self> {
+    pub fn new(stacks: Rc<Stacks>) -> Result<Self> {
         let counters = vmstat::thp_split_counters(&vmstat::read());
         if !counters.contains_key("thp_split_pmd") {
             bail!("/proc/vmstat has no thp_split_pmd: this kernel has no transparent huge pages");
@@ -72,8 +67,7 @@ impl ThpFamily {
             base: counters,
             splits: BTreeMap::new(),
             splits_reported: BTreeMap::new(),
-            kernel_symbolizer: None,
-            kernel_stacks: HashMap::new(),
+            stacks,
         })
     }
 
@@ -114,22 +108,6 @@ impl ThpFamily {
             }
         }
         Ok(())
-    }
-
-    fn kernel_stack(&mut self, id: i32, stacks: Option<&StackTraceMap<&aya::maps::MapData>>) -> Vec<Frame> {
-        if id < 0 {
-            return Vec::new();
-        }
-        if let Some(frames) = self.kernel_stacks.get(&id) {
-            return frames.clone();
-        }
-        let Some(addrs) = stack_addrs(stacks, id) else {
-            return Vec::new();
-        };
-        let symbolizer = self.kernel_symbolizer.get_or_insert_with(|| KernelSymbolizer::new(None).0);
-        let frames = strip_tracing_frames(symbolizer.symbolize(&addrs));
-        self.kernel_stacks.insert(id, frames.clone());
-        frames
     }
 }
 
@@ -210,7 +188,6 @@ impl Family for ThpFamily {
             ),
             Scope::Whole => BTreeMap::new(),
         };
-        let stacks = ebpf.map("STACKS").and_then(|m| StackTraceMap::try_from(m).ok());
         let mut by_pid: BTreeMap<u32, ThpProcess> = BTreeMap::new();
         let entries: Vec<(SplitKey, SplitStats)> = self.splits.iter().map(|(k, s)| (*k, *s)).collect();
         for (key, stats) in entries {
@@ -218,7 +195,7 @@ impl Family for ThpFamily {
             if n == 0 {
                 continue;
             }
-            let kernel_stack = self.kernel_stack(key.kernel_stack, stacks.as_ref());
+            let kernel_stack = self.stacks.kernel(key.kernel_stack, ebpf);
             let p = by_pid.entry(key.tgid).or_insert_with(|| ThpProcess {
                 pid: key.tgid,
                 comm: comm_string(&stats.comm),

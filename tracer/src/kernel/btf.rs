@@ -166,18 +166,24 @@ pub fn task_offsets(btf: &KernelBtf) -> (tracer_common::task::TaskOffsets, Optio
         Ok(TaskOffsets {
             task_mm: mm,
             task_cgroups: btf.member_offset("task_struct", "cgroups")?,
+            task_comm: btf.member_offset("task_struct", "comm")?,
             css_set_memory: btf.member_offset("css_set", "subsys")? + 8 * memory_id as u32,
             css_cgroup: btf.member_offset("cgroup_subsys_state", "cgroup")?,
             css_parent: btf.member_offset("cgroup_subsys_state", "parent")?,
             cgroup_kn: btf.member_offset("cgroup", "kn")?,
             kn_id: btf.member_offset("kernfs_node", "id")?,
             memcg_enabled: 1,
+            _pad: 0,
         })
     })();
     match memcg {
         Ok(offsets) => (offsets, None),
         Err(e) => (
-            TaskOffsets { task_mm: mm, ..TaskOffsets::default() },
+            TaskOffsets {
+                task_mm: mm,
+                task_comm: btf.member_offset("task_struct", "comm").unwrap_or(0),
+                ..TaskOffsets::default()
+            },
             Some(format!("memory cgroups unknown (kernel BTF: {e}); cgroups are not reported or filtered")),
         ),
     }

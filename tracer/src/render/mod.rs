@@ -1,4 +1,7 @@
 //! Renderers: each turns a [`crate::model::Report`] into one output format.
 
+pub mod flame;
+pub mod folded;
 pub mod json;
+pub mod perfetto;
 pub mod text;

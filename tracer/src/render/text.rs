@@ -224,7 +224,14 @@ fn render_stack(out: &mut String, title: &str, frames: &[Frame]) {
     if frames.is_empty() {
         return;
     }
-    let _ = writeln!(out, "     {title}:");
+    let bare = title.contains("user") && frames.iter().all(|f| f.module.is_none() && f.symbol.is_none());
+    if bare {
+        // Its memory map is read when the event arrives; a process killed
+        // at once (an OOM victim that triggered its own kill) is gone.
+        let _ = writeln!(out, "     {title} (the process exited before its memory map could be read):");
+    } else {
+        let _ = writeln!(out, "     {title}:");
+    }
     for frame in frames {
         let _ = writeln!(out, "       {}", frame_label(frame));
     }

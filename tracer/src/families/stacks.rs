@@ -1,0 +1,125 @@
+//! Stacks captured by the kernel programs (the shared `STACKS` map),
+//! resolved once and shared by every family: one kernel symbolizer (one
+//! parse of a `--vmlinux`), one cache of resolved kernel stacks.
+
+use std::{
+    cell::{OnceCell, RefCell},
+    collections::HashMap,
+    path::PathBuf,
+    rc::Rc,
+};
+
+use aya::{Ebpf, maps::StackTraceMap};
+
+use crate::{
+    model::Frame,
+    symbolize::{self, KernelSymbolizer},
+};
+
+pub struct Stacks {
+    vmlinux: Option<PathBuf>,
+    kernel: OnceCell<KernelSymbolizer>,
+    kernel_frames: RefCell<HashMap<i32, Vec<Frame>>>,
+    warnings: RefCell<Vec<String>>,
+}
+
+impl Stacks {
+    pub fn new(vmlinux: Option<PathBuf>) -> Rc<Self> {
+        Rc::new(Self {
+            vmlinux,
+            kernel: OnceCell::new(),
+            kernel_frames: RefCell::new(HashMap::new()),
+            warnings: RefCell::new(Vec::new()),
+        })
+    }
+
+    fn symbolizer(&self) -> &KernelSymbolizer {
+        self.kernel.get_or_init(|| {
+            let (symbolizer, warnings) = KernelSymbolizer::new(self.vmlinux.as_deref());
+            self.warnings.borrow_mut().extend(warnings);
+            symbolizer
+        })
+    }
+
+    /// Checks `--vmlinux` now rather than at the first stack; returns what
+    /// is wrong with it.
+    pub fn check_vmlinux(&self) -> Vec<String> {
+        if self.vmlinux.is_none() {
+            return Vec::new();
+        }
+        self.symbolizer();
+        self.warnings()
+    }
+
+    /// A kernel stack, resolved (function+offset, and file:line with a
+    /// vmlinux), without the tracing machinery's own frames.
+    pub fn kernel(&self, id: i32, ebpf: &Ebpf) -> Vec<Frame> {
+        if id < 0 {
+            return Vec::new();
+        }
+        if let Some(frames) = self.kernel_frames.borrow().get(&id) {
+            return frames.clone();
+        }
+        let Some(addrs) = stack_addrs(ebpf, id) else {
+            return Vec::new();
+        };
+        let frames = strip_tracing_frames(self.symbolizer().symbolize(&addrs));
+        self.kernel_frames.borrow_mut().insert(id, frames.clone());
+        frames
+    }
+
+    /// A user stack, normalized against the process's mappings now (call
+    /// this while it is alive); resolve with [`symbolize::resolve_user_frames`].
+    pub fn user(&self, pid: u32, id: i32, ebpf: &Ebpf) -> Vec<Frame> {
+        match stack_addrs(ebpf, id) {
+            Some(addrs) if id >= 0 => symbolize::normalize_user_stack(pid, &addrs),
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.borrow().clone()
+    }
+}
+
+/// Addresses of a stack id, innermost first.
+pub fn stack_addrs(ebpf: &Ebpf, id: i32) -> Option<Vec<u64>> {
+    if id < 0 {
+        return None;
+    }
+    let map = StackTraceMap::try_from(ebpf.map("STACKS")?).ok()?;
+    let trace = map.get(&(id as u32), 0).ok()?;
+    Some(trace.frames().iter().map(|f| f.ip).filter(|&ip| ip != 0).collect())
+}
+
+/// Drops the frames of the tracing machinery above the traced function.
+pub fn strip_tracing_frames(frames: Vec<Frame>) -> Vec<Frame> {
+    let tracing = |f: &Frame| {
+        f.symbol.as_deref().is_some_and(|s| {
+            s.starts_with("bpf_")
+                || s.starts_with("__bpf_")
+                || s.starts_with("__traceiter_")
+                || s.starts_with("perf_trace_")
+        })
+    };
+    let skip = frames.iter().take_while(|f| tracing(f)).count();
+    frames.into_iter().skip(skip).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_tracing_frames_only_at_the_top() {
+        let f = |s: &str| Frame { symbol: Some(s.into()), ..Frame::default() };
+        let frames = vec![
+            f("bpf_prog_abc_mm_page_alloc_btf"),
+            f("__bpf_trace_mm_page_alloc"),
+            f("__alloc_frozen_pages_noprof"),
+            f("bpf_map_area_alloc"),
+        ];
+        let kept: Vec<_> = strip_tracing_frames(frames).into_iter().map(|f| f.symbol.unwrap()).collect();
+        assert_eq!(kept, ["__alloc_frozen_pages_noprof", "bpf_map_area_alloc"]);
+    }
+}

@@ -1,0 +1,270 @@
+//! Folded stacks, the input of Brendan Gregg's `flamegraph.pl`, inferno and
+//! speedscope: one line per distinct stack, `frame;frame;...;frame WEIGHT`,
+//! root first.
+//!
+//! Every line starts with a synthetic root frame that names what the stack
+//! is, so that one flame graph keeps the kinds apart:
+//!
+//! | root                  | from                                  | weight                         |
+//! |-----------------------|---------------------------------------|--------------------------------|
+//! | `alloc_failure:orderN`| `alloc_failures`                      | failures (`count`)             |
+//! | `oom_kill`            | `oom_kills`, the trigger's stacks     | 1 per kill                     |
+//! | `direct_reclaim`      | `reclaim` rows' `stacks`              | stall time in µs               |
+//! | `memcg_reclaim`       | `reclaim` rows' `stacks`              | stall time in µs               |
+//! | `compaction`          | `compaction.stalls.stacks`            | stall time in µs               |
+//! | `thp_split`           | `thp.processes`                       | PMD splits + page splits       |
+//!
+//! Stall stacks weigh their total time in microseconds, rounded, and at
+//! least 1 so that a stack that stalled for less than half a microsecond
+//! is not dropped: a flame graph of stalls shows where the time went, not
+//! how many stalls there were. Everything else weighs events. Widths are
+//! therefore comparable within one root, not across roots.
+//!
+//! After the root comes the user stack, root (outermost caller) first, then
+//! the kernel stack, root first, so the kernel leaf (where the allocation
+//! failed or the task stalled) is the innermost frame. A frame with inlined
+//! functions gives one frame per function, caller first
+//! ([`frame_labels`]). An entry without stacks gives a line with the root
+//! frame alone, so its weight still counts.
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use crate::{
+    model::{Frame, Report, StallRow},
+    symbolize::frame_labels,
+};
+
+/// The folded lines of `report`, sorted, identical stacks merged (weights
+/// added), each ending in a newline; empty when there are no stacks.
+pub fn render(report: &Report) -> String {
+    let mut stacks: BTreeMap<String, u64> = BTreeMap::new();
+    let mut add = |root: &str, user: &[Frame], kernel: &[Frame], weight: u64| {
+        if weight == 0 {
+            return;
+        }
+        let stack = fold(root, user, kernel);
+        let total = stacks.entry(stack).or_default();
+        *total = total.saturating_add(weight);
+    };
+
+    for failure in &report.alloc_failures {
+        let root = format!("alloc_failure:order{}", failure.order);
+        add(&root, &failure.user_stack, &failure.kernel_stack, failure.count);
+    }
+    for kill in &report.oom_kills {
+        add("oom_kill", &kill.trigger_user_stack, &kill.trigger_kernel_stack, 1);
+    }
+    let stall_rows = report.reclaim.iter().chain(report.compaction.as_ref().map(|c| &c.stalls));
+    for row in stall_rows {
+        let root = stall_root(row);
+        for stack in &row.stacks {
+            add(&root, &stack.user_stack, &stack.kernel_stack, stall_weight_us(stack.total_ms));
+        }
+    }
+    if let Some(thp) = &report.thp {
+        for process in &thp.processes {
+            let weight = process.pmd_splits.saturating_add(process.page_splits);
+            add("thp_split", &[], &process.kernel_stack, weight);
+        }
+    }
+
+    let mut out = String::new();
+    for (stack, weight) in &stacks {
+        let _ = writeln!(out, "{stack} {weight}");
+    }
+    out
+}
+
+/// The root frame of a stall row's stacks: `direct_reclaim`,
+/// `memcg_reclaim`, `compaction`.
+fn stall_root(row: &StallRow) -> String {
+    match row.kind.as_str() {
+        "direct" => "direct_reclaim".into(),
+        "memcg" => "memcg_reclaim".into(),
+        "compaction" => "compaction".into(),
+        other => sanitize(other),
+    }
+}
+
+/// Stall time in whole microseconds, at least 1.
+fn stall_weight_us(total_ms: f64) -> u64 {
+    // `as` saturates, and turns NaN into 0.
+    ((total_ms * 1000.0).round() as u64).max(1)
+}
+
+/// `root;user root;...;user leaf;kernel root;...;kernel leaf`, from
+/// leaf-first stacks.
+fn fold(root: &str, user: &[Frame], kernel: &[Frame]) -> String {
+    let mut line = sanitize(root);
+    for frame in user.iter().rev().chain(kernel.iter().rev()) {
+        for label in frame_labels(frame) {
+            line.push(';');
+            line.push_str(&sanitize(&label));
+        }
+    }
+    line
+}
+
+/// Frame text without the characters that delimit folded stacks: `;`
+/// (between frames) becomes `:`, line breaks become spaces.
+fn sanitize(text: &str) -> String {
+    text.replace(';', ":").replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AllocFailure, Compaction, InlinedFrame, OomKill, StallStack, Thp, ThpProcess};
+
+    fn kernel_frame(symbol: &str, offset: u64) -> Frame {
+        Frame {
+            addr: 0xffff_ffff_8100_0000 + offset,
+            symbol: Some(symbol.into()),
+            offset: Some(offset),
+            module: Some("kernel".into()),
+            ..Frame::default()
+        }
+    }
+
+    /// `main+0x10 (app.c:12)` with `fill_buffer` inlined into it.
+    fn user_frame_with_inlined() -> Frame {
+        Frame {
+            addr: 0x5555_0000_1010,
+            symbol: Some("main".into()),
+            offset: Some(0x10),
+            module: Some("/usr/bin/app".into()),
+            file: Some("/src/app.c".into()),
+            line: Some(12),
+            inlined: vec![InlinedFrame {
+                symbol: "fill_buffer".into(),
+                file: Some("/src/app.c".into()),
+                line: Some(7),
+            }],
+            ..Frame::default()
+        }
+    }
+
+    fn stall_row(kind: &str, stacks: Vec<StallStack>) -> StallRow {
+        StallRow { kind: kind.into(), stacks, ..StallRow::default() }
+    }
+
+    #[test]
+    fn empty_report_gives_nothing() {
+        assert_eq!(render(&Report::default()), "");
+    }
+
+    #[test]
+    fn alloc_failure_is_root_then_user_then_kernel() {
+        let report = Report {
+            alloc_failures: vec![AllocFailure {
+                count: 5,
+                order: 3,
+                // Leaf first, as captured.
+                kernel_stack: vec![
+                    kernel_frame("__alloc_pages_noprof", 0x1f2),
+                    kernel_frame("driver_refill", 0x40),
+                ],
+                user_stack: vec![user_frame_with_inlined()],
+                ..AllocFailure::default()
+            }],
+            ..Report::default()
+        };
+        assert_eq!(
+            render(&report),
+            "alloc_failure:order3;main+0x10 (app.c:12);fill_buffer (app.c:7) [inlined];\
+             driver_refill+0x40;__alloc_pages_noprof+0x1f2 5\n"
+        );
+    }
+
+    #[test]
+    fn stalls_weigh_microseconds_rounded_and_at_least_one() {
+        let stack = |total_ms: f64, leaf: &str| StallStack {
+            count: 3,
+            total_ms,
+            pid: 7,
+            kernel_stack: vec![kernel_frame(leaf, 0x8), kernel_frame("__alloc_pages_slowpath", 0x100)],
+            user_stack: vec![],
+        };
+        let report = Report {
+            reclaim: vec![
+                stall_row("direct", vec![stack(12.3456, "shrink_node")]),
+                stall_row("memcg", vec![stack(0.0002, "shrink_lruvec")]),
+            ],
+            compaction: Some(Compaction {
+                stalls: stall_row("compaction", vec![stack(2.0, "compact_zone")]),
+                ..Compaction::default()
+            }),
+            ..Report::default()
+        };
+        assert_eq!(
+            render(&report),
+            "compaction;__alloc_pages_slowpath+0x100;compact_zone+0x8 2000\n\
+             direct_reclaim;__alloc_pages_slowpath+0x100;shrink_node+0x8 12346\n\
+             memcg_reclaim;__alloc_pages_slowpath+0x100;shrink_lruvec+0x8 1\n"
+        );
+    }
+
+    #[test]
+    fn identical_stacks_merge_and_kinds_stay_apart() {
+        let kill = |pid| OomKill {
+            victim_pid: pid,
+            trigger_kernel_stack: vec![kernel_frame("out_of_memory", 0x2a)],
+            ..OomKill::default()
+        };
+        let failure = |count, order| AllocFailure {
+            count,
+            order,
+            kernel_stack: vec![kernel_frame("__alloc_pages_noprof", 0x1f2)],
+            ..AllocFailure::default()
+        };
+        let report = Report {
+            // Same stack and order, different processes: one line.
+            alloc_failures: vec![failure(2, 2), failure(3, 2), failure(4, 0)],
+            oom_kills: vec![kill(10), kill(11)],
+            thp: Some(Thp {
+                processes: vec![
+                    ThpProcess {
+                        pid: 1,
+                        pmd_splits: 4,
+                        page_splits: 1,
+                        kernel_stack: vec![kernel_frame("__split_huge_pmd", 0x10)],
+                        ..ThpProcess::default()
+                    },
+                    // No stack: the root alone carries the weight.
+                    ThpProcess { pid: 2, pmd_splits: 6, ..ThpProcess::default() },
+                    // Nothing in this window: no line.
+                    ThpProcess { pid: 3, kernel_stack: vec![kernel_frame("x", 0)], ..ThpProcess::default() },
+                ],
+                ..Thp::default()
+            }),
+            ..Report::default()
+        };
+        assert_eq!(
+            render(&report),
+            "alloc_failure:order0;__alloc_pages_noprof+0x1f2 4\n\
+             alloc_failure:order2;__alloc_pages_noprof+0x1f2 5\n\
+             oom_kill;out_of_memory+0x2a 2\n\
+             thp_split 6\n\
+             thp_split;__split_huge_pmd+0x10 5\n"
+        );
+    }
+
+    #[test]
+    fn delimiters_in_frame_text_are_replaced() {
+        let report = Report {
+            alloc_failures: vec![AllocFailure {
+                count: 1,
+                user_stack: vec![Frame {
+                    symbol: Some("odd;name\nwith\rbreaks".into()),
+                    offset: Some(0),
+                    ..Frame::default()
+                }],
+                ..AllocFailure::default()
+            }],
+            ..Report::default()
+        };
+        let out = render(&report);
+        assert_eq!(out, "alloc_failure:order0;odd:name with breaks+0x0 1\n");
+        assert_eq!(out.lines().count(), 1);
+    }
+}
