@@ -4,7 +4,10 @@
 use std::fmt::Write as _;
 
 use crate::{
-    model::{AllocFailure, BlockRow, Bucket, Frame, OomKill, Report, StallRow, TimelinePoint, ZoneSnapshot},
+    model::{
+        AllocFailure, BlockRow, Bucket, Frame, MemoryState, OomKill, Report, StallRow, SystemContext,
+        TimelinePoint, ZoneSnapshot,
+    },
     symbolize::frame_label,
 };
 
@@ -32,6 +35,9 @@ pub fn render(report: &Report) -> String {
             for f in &report.families {
                 let detail = if f.detail.is_empty() { String::new() } else { format!(" ({})", f.detail) };
                 let _ = writeln!(out, "  {:<8} {:<11} {}{}", f.family, f.state, f.hook, detail);
+            }
+            if let Some(system) = &report.system {
+                render_system(&mut out, system);
             }
         }
     }
@@ -69,6 +75,40 @@ pub fn render(report: &Report) -> String {
         let _ = writeln!(out, "warning: {warning}");
     }
     out
+}
+
+/// Two lines of the system context; JSON has all of it.
+fn render_system(out: &mut String, system: &SystemContext) {
+    let setting = |name: &str| system.settings.get(name).map_or("?", String::as_str);
+    let nodes = if system.numa_nodes == 1 {
+        "1 NUMA node".to_string()
+    } else {
+        format!("{} NUMA nodes", system.numa_nodes)
+    };
+    let _ = writeln!(
+        out,
+        "  system   {} {}, {} CPUs ({}), {} in {nodes}, THP {} (defrag {}), zone_reclaim_mode {}",
+        system.kernel.machine,
+        system.kernel.version,
+        system.cpus.online,
+        if system.cpus.model.is_empty() { "?" } else { &system.cpus.model },
+        human_bytes(system.memory_total_kb * 1024),
+        setting("transparent_hugepage.enabled"),
+        setting("transparent_hugepage.defrag"),
+        setting("vm.zone_reclaim_mode"),
+    );
+    let available = |state: &MemoryState| {
+        state.meminfo.get("MemAvailable").map_or_else(|| "?".to_string(), |kb| human_bytes(kb * 1024))
+    };
+    let _ = match &system.end {
+        Some(end) => writeln!(
+            out,
+            "  memory   available {} at the start, {} at the end",
+            available(&system.start),
+            available(end)
+        ),
+        None => writeln!(out, "  memory   available {} at the start", available(&system.start)),
+    };
 }
 
 fn render_block(out: &mut String, rows: &[BlockRow]) {
