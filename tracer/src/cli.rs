@@ -199,6 +199,57 @@ mod tests {
     use super::*;
 
     #[test]
+    fn record_takes_the_trace_options_and_a_capture_path() {
+        use clap::Parser as _;
+        let cli = Cli::try_parse_from([
+            "tracer",
+            "record",
+            "-o",
+            "run.cap",
+            "block",
+            "oom",
+            "--interval",
+            "1s",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Record(args) = cli.command else { panic!("not record: {cli:?}") };
+        assert_eq!(args.capture, PathBuf::from("run.cap"));
+        assert_eq!(args.run.families, [FamilyName::Block, FamilyName::Oom]);
+        assert_eq!((args.run.interval, args.run.json), (Some(Duration::from_secs(1)), true));
+        assert_eq!(args.run.duration, Duration::from_secs(10), "the same default as trace");
+        let err = Cli::try_parse_from(["tracer", "record", "block"]).unwrap_err();
+        assert!(err.to_string().contains("--output <FILE>"), "{err}");
+    }
+
+    #[test]
+    fn report_takes_a_capture_a_format_and_a_vmlinux() {
+        use clap::Parser as _;
+        let cli = Cli::try_parse_from(["tracer", "report", "run.cap"]).unwrap();
+        let Command::Report(args) = cli.command else { panic!("not report: {cli:?}") };
+        assert_eq!(
+            (args.capture, args.format, args.output, args.vmlinux),
+            ("run.cap".into(), ReportFormat::Text, None, None)
+        );
+        let cli = Cli::try_parse_from([
+            "tracer",
+            "report",
+            "run.cap",
+            "--format",
+            "perfetto",
+            "-o",
+            "trace.json",
+            "--vmlinux",
+            "/v",
+        ])
+        .unwrap();
+        let Command::Report(args) = cli.command else { panic!("not report: {cli:?}") };
+        assert_eq!(args.format, ReportFormat::Perfetto);
+        assert_eq!((args.output, args.vmlinux), (Some("trace.json".into()), Some("/v".into())));
+        assert!(Cli::try_parse_from(["tracer", "report", "run.cap", "--format", "pdf"]).is_err());
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));

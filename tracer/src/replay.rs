@@ -97,3 +97,53 @@ pub fn render_capture(
         ReportFormat::Perfetto => render::perfetto::render(whole)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{capture::CaptureHeader, model::Window};
+
+    fn report(interval: Option<u64>) -> Report {
+        Report {
+            tool: "tracer".into(),
+            window: Window { interval, duration_s: 1.0, ..Window::default() },
+            ..Report::default()
+        }
+    }
+
+    fn capture(interval_s: Option<f64>) -> Capture {
+        Capture {
+            header: CaptureHeader { interval_s, ..CaptureHeader::default() },
+            system: None,
+            system_end: None,
+            intervals: vec![report(Some(0)), report(Some(1))],
+            final_report: Some(report(None)),
+            end: None,
+            complete_bytes: 0,
+            file_bytes: 0,
+            skipped: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn interval_reports_only_when_the_run_printed_them() {
+        let (intervals, whole) = reports(&capture(Some(1.0)));
+        assert_eq!((intervals.len(), whole.window.interval), (2, None));
+        let (intervals, _) = reports(&capture(None));
+        assert!(intervals.is_empty());
+    }
+
+    #[test]
+    fn json_and_text_as_trace_prints_them() {
+        let (intervals, whole) = reports(&capture(Some(1.0)));
+        let lines = render_capture(&intervals, &whole, ReportFormat::Json, true).unwrap();
+        let lines: Vec<&str> = lines.lines().collect();
+        assert_eq!(lines.len(), 3, "JSON Lines: {lines:?}");
+        assert_eq!(lines[2], render::json::render_line(&whole).unwrap().trim_end());
+        let pretty = render_capture(&[], &whole, ReportFormat::Json, false).unwrap();
+        assert_eq!(pretty, render::json::render(&whole).unwrap());
+        let text = render_capture(&intervals, &whole, ReportFormat::Text, true).unwrap();
+        assert!(text.starts_with("--- interval 1 "), "{text}");
+        assert!(text.ends_with(&render::text::render(&whole)), "{text}");
+    }
+}

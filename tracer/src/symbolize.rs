@@ -963,6 +963,64 @@ __attribute__((section(".fake_vfs_read"), noinline)) int vfs_read(int x) {
         );
     }
 
+    /// `tracer report --vmlinux`: another kernel than this one, known only
+    /// by the build id and `_stext` a capture recorded.
+    #[test]
+    fn a_recorded_kernel_is_resolved_from_its_build_id_and_stext() {
+        let (link_stext, link_vfs_read, kaslr) =
+            (0xffff_ffff_8100_0000u64, 0xffff_ffff_8120_0000u64, 0x1e0_0000);
+        let build_id = "0123456789abcdef0123456789abcdef01234567";
+        let dir = TempDir::new().unwrap();
+        let link_args = [
+            "-mcmodel=kernel".to_string(),
+            "-fno-pie".to_string(),
+            "-no-pie".to_string(),
+            "-static".to_string(),
+            "-nostdlib".to_string(),
+            "-Wl,-e,_stext".to_string(),
+            format!("-Wl,--build-id=0x{build_id}"),
+            format!("-Wl,--section-start=.text={link_stext:#x}"),
+            format!("-Wl,--section-start=.fake_vfs_read={link_vfs_read:#x}"),
+        ];
+        let link_args: Vec<&str> = link_args.iter().map(String::as_str).collect();
+        let vmlinux = compile(dir.path(), "vmlinux", "gcc", "c", FAKE_VMLINUX_C, &link_args);
+
+        let kernel =
+            KernelSymbolizer::for_recorded_kernel(&vmlinux, Some(build_id), Some(link_stext + kaslr))
+                .unwrap_or_else(|e| panic!("{e}"));
+        let recorded = |addr, symbol: &str| Frame {
+            addr,
+            symbol: Some(symbol.into()),
+            offset: Some(0x10),
+            module: Some("kernel".into()),
+            ..Frame::default()
+        };
+        // A return address into vfs_read, and one this vmlinux does not
+        // know (kept as recorded).
+        let mut frames =
+            [recorded(link_vfs_read + kaslr + 4, "?"), recorded(0xffff_ffff_9000_0010, "vfs_write")];
+        kernel.resolve_recorded(&mut frames);
+        let frame = &frames[0];
+        assert_eq!((frame.symbol.as_deref(), frame.offset), (Some("vfs_read"), Some(4)), "{frame:?}");
+        assert!(frame.file.as_deref().is_some_and(|f| f.ends_with("/vmlinux.c")), "{frame:?}");
+        assert!(frame.line.is_some(), "{frame:?}");
+        assert_eq!(frames[1], recorded(0xffff_ffff_9000_0010, "vfs_write"));
+
+        let other = "ffffffffffffffffffffffffffffffffffffffff";
+        let Err(why) = KernelSymbolizer::for_recorded_kernel(&vmlinux, Some(other), Some(link_stext)) else {
+            panic!("a vmlinux of another build was accepted")
+        };
+        assert!(why.contains("does not match the traced kernel's ffff"), "{why}");
+        let Err(why) = KernelSymbolizer::for_recorded_kernel(&vmlinux, Some(build_id), None) else {
+            panic!("accepted without a recorded _stext")
+        };
+        assert!(why.contains("does not record where the traced kernel was loaded"), "{why}");
+        let Err(why) = KernelSymbolizer::for_recorded_kernel(&vmlinux, None, Some(link_stext)) else {
+            panic!("accepted without a recorded build id")
+        };
+        assert!(why.contains("does not record the traced kernel's build id"), "{why}");
+    }
+
     #[test]
     fn reads_the_gnu_build_id_among_other_notes() {
         let note = |name: &[u8], kind: u32, desc: &[u8]| {
