@@ -5,6 +5,7 @@
 //! needs.
 
 mod bench;
+mod fuzz;
 mod setup;
 mod util;
 
@@ -32,12 +33,21 @@ enum Command {
     /// setup, build, then trace a small workload on a scratch loop device for
     /// a few seconds and print the report. Needs root.
     Demo,
-    /// setup, then fmt check, clippy, unit tests, and the integration tests
-    /// against the running kernel (root). What CI runs.
+    /// setup, then fmt check, clippy, unit tests, the integration tests
+    /// against the running kernel (root), and the fuzz targets for a
+    /// bounded time. What CI runs.
     Test {
+        /// How long to run each fuzz target (0 to skip fuzzing).
+        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+        fuzz_seconds: u64,
         /// Arguments passed on to `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
         cargo_test_args: Vec<String>,
+    },
+    /// setup, then run the fuzz targets (cargo-fuzz, nightly).
+    Fuzz {
+        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+        seconds: u64,
     },
     /// Overhead benchmarks against the anchor tools, in one run. Needs root.
     Bench(bench::BenchArgs),
@@ -51,7 +61,11 @@ fn main() -> Result<()> {
             util::build_tracer(release).map(|_| ())
         }
         Command::Demo => demo(),
-        Command::Test { cargo_test_args } => test(&cargo_test_args),
+        Command::Test { fuzz_seconds, cargo_test_args } => test(&cargo_test_args, fuzz_seconds),
+        Command::Fuzz { seconds } => {
+            setup::setup()?;
+            fuzz::run(std::time::Duration::from_secs(seconds))
+        }
         Command::Bench(args) => {
             setup::setup()?;
             bench::run(args)
@@ -59,7 +73,7 @@ fn main() -> Result<()> {
     }
 }
 
-fn test(extra: &[String]) -> Result<()> {
+fn test(extra: &[String], fuzz_seconds: u64) -> Result<()> {
     setup::setup()?;
     util::require_root("the integration tests load eBPF programs and create loop devices")?;
     util::run(util::cargo().args(["fmt", "--all", "--", "--check"]), "cargo fmt --check")?;
@@ -79,6 +93,9 @@ fn test(extra: &[String]) -> Result<()> {
     let mut cmd = util::cargo();
     cmd.arg("test").args(extra);
     util::run(&mut cmd, "cargo test")?;
+    if fuzz_seconds > 0 {
+        fuzz::run(std::time::Duration::from_secs(fuzz_seconds))?;
+    }
     println!("xtask: all checks and tests passed");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Installs the build prerequisites of the kernel programs, idempotently:
 //! the nightly toolchain's rust-src, and a bpf-linker linked against the
-//! nightly's own LLVM (bpf-linker and rustc must agree on the LLVM major).
+//! nightly's own LLVM (bpf-linker and rustc must agree on the LLVM major);
+//! and cargo-fuzz for the fuzz targets.
 
 use std::{fs, path::Path, process::Command};
 
@@ -10,6 +11,8 @@ use crate::util;
 
 /// bpf-linker release line known to build against LLVM 22 here.
 const BPF_LINKER_VERSION: &str = "~0.13";
+/// cargo-fuzz release line known to work with the nightly here.
+const CARGO_FUZZ_VERSION: &str = "~0.13";
 
 pub fn setup() -> Result<()> {
     if !util::exists_on_path("rustup") {
@@ -17,7 +20,34 @@ pub fn setup() -> Result<()> {
     }
     ensure_nightly_with_rust_src()?;
     ensure_bpf_linker()?;
+    ensure_cargo_fuzz()?;
     Ok(())
+}
+
+pub fn cargo_fuzz_path() -> Result<std::path::PathBuf> {
+    Ok(util::target_dir()?.join("tools/bin/cargo-fuzz"))
+}
+
+/// cargo-fuzz into `target/tools`, once.
+fn ensure_cargo_fuzz() -> Result<()> {
+    let cargo_fuzz = cargo_fuzz_path()?;
+    let runs =
+        Command::new(&cargo_fuzz).args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
+    if runs {
+        return Ok(());
+    }
+    println!(
+        "xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (for the fuzz targets); about a minute, once"
+    );
+    let tools = util::target_dir()?.join("tools");
+    util::run(
+        util::cargo()
+            .args(["install", "cargo-fuzz", "--locked", "--force", "--version", CARGO_FUZZ_VERSION])
+            .arg("--root")
+            .arg(&tools),
+        "cargo install cargo-fuzz",
+    )
+    .context("installing cargo-fuzz needs network access to crates.io")
 }
 
 pub fn nightly(args: &[&str]) -> Command {
