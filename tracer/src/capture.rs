@@ -296,7 +296,7 @@ impl Capture {
         let whole = if self.final_report.is_some() {
             "its whole-run report is complete".to_string()
         } else {
-            format!("the whole-run report is rebuilt from {} complete intervals", self.intervals.len())
+            format!("the whole-run report is rebuilt from {}", complete_intervals(self.intervals.len()))
         };
         Some(format!(
             "the capture was cut short {:.1}s into a {:.1}s run (at {}): it ends after byte {}{partial}; {whole}",
@@ -327,12 +327,16 @@ impl Capture {
         };
         report.system = self.system.clone().map(|s| SystemContext { end: self.system_end.clone(), ..s });
         report.warnings.push(format!(
-            "rebuilt from the {} complete intervals of a capture cut short {:.1}s into the run",
-            self.intervals.len(),
+            "rebuilt from {} of a capture cut short {:.1}s into the run",
+            complete_intervals(self.intervals.len()),
             self.covered_s()
         ));
         report
     }
+}
+
+fn complete_intervals(n: usize) -> String {
+    if n == 1 { "1 complete interval".into() } else { format!("{n} complete intervals") }
 }
 
 /// `2026-11-22 04:12:03 UTC` for seconds since the Unix epoch.
