@@ -530,6 +530,9 @@ impl CaptureSink {
     fn create(path: &Path) -> Result<Self> {
         use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
         let cannot = || format!("cannot write the capture to {}", path.display());
+        if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+            bail!("{}: a symbolic link is not followed; give the capture's own path", cannot());
+        }
         // Not through a symlink someone else planted; 0600 also when the
         // file existed with wider permissions.
         let file = std::fs::OpenOptions::new()
