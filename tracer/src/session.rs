@@ -176,7 +176,6 @@ struct Outputs<'a> {
 
 fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
     let started_wall = SystemTime::now();
-    let started = Instant::now();
     caps::require_tracing()?;
     // Bad input is reported before anything is attached.
     let disks = devices::resolve_disks(&args.disks, &devices::list())?;
@@ -184,6 +183,9 @@ fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
     if let Some(path) = outputs.capture {
         sinks.push(Box::new(CaptureSink::create(path)?));
     }
+    // The machine as it was before tracing touched it.
+    let system = sysinfo::collect();
+    let started = Instant::now();
     let mut notices = Vec::new();
     let env = kernel_env(&mut notices, !args.force_raw_tp)?;
     for notice in &notices {
@@ -267,6 +269,8 @@ fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
     }
     statuses.sort_by_key(|s| crate::families::ALL.iter().position(|f| *f == s.family));
     let names: Vec<&str> = traced.iter().map(|f| f.name()).collect();
+    // Attached: from now on Ctrl-C and SIGTERM end the run with a report.
+    let mut stop = StopSignals::new()?;
     eprintln!(
         "tracer: attached {} in {} ms; tracing for {} (Ctrl-C to stop early)",
         names.join(", "),
@@ -275,7 +279,6 @@ fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
     );
 
     let start_unix_s = started_wall.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-    let system = sysinfo::collect();
     let header = CaptureHeader {
         tool: "tracer".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -305,7 +308,7 @@ fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
         intervals: 0,
         interval_start: Instant::now(),
     };
-    let ended_by = runtime.block_on(run.wait(args, &mut sinks))?;
+    let ended_by = runtime.block_on(run.wait(args, &mut sinks, &mut stop))?;
     if let Some(signal) = ended_by {
         eprintln!("tracer: {signal}: stopping and printing the report");
     }
@@ -359,9 +362,8 @@ impl Run {
         &mut self,
         args: &RunOptions,
         sinks: &mut [Box<dyn ReportSink>],
+        stop: &mut StopSignals,
     ) -> Result<Option<&'static str>> {
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigterm = signal(SignalKind::terminate())?;
         let deadline = tokio::time::sleep(args.duration);
         tokio::pin!(deadline);
         let period = args.interval.unwrap_or(TIMELINE_STEP);
@@ -377,8 +379,8 @@ impl Run {
             });
             tokio::select! {
                 biased;
-                _ = sigint.recv() => return Ok(Some("interrupted")),
-                _ = sigterm.recv() => return Ok(Some("terminated")),
+                _ = stop.interrupt.recv() => return Ok(Some("interrupted")),
+                _ = stop.terminate.recv() => return Ok(Some("terminated")),
                 _ = events => {}
                 _ = &mut deadline => return Ok(None),
                 _ = ticker.tick() => self.interval(sinks)?,
@@ -433,6 +435,20 @@ impl Run {
             .collect();
         report.lost_events = report.lost.iter().map(|l| l.count).sum();
         report
+    }
+}
+
+/// SIGINT and SIGTERM, caught (and kept until the run loop looks) from
+/// their creation on.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Needs the runtime entered.
+    fn new() -> Result<Self> {
+        Ok(Self { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())? })
     }
 }
 
