@@ -541,4 +541,13 @@ impl Report {
     pub fn family(&self, name: &str) -> Option<&FamilyStatus> {
         self.families.iter().find(|f| f.family == name)
     }
+
+    /// Adds warnings not already there.
+    pub fn warn_all<'a>(&mut self, warnings: impl IntoIterator<Item = &'a String>) {
+        for w in warnings {
+            if !self.warnings.contains(w) {
+                self.warnings.push(w.clone());
+            }
+        }
+    }
 }
