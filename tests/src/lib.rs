@@ -428,3 +428,14 @@ impl Drop for Helper {
         let _ = self.child.wait();
     }
 }
+
+/// Every traced family attached its BTF tracepoints (this kernel allows
+/// them): the raw-tracepoint fallback must not hide a verifier rejection.
+pub fn assert_tp_btf(report: &serde_json::Value) {
+    for family in report["families"].as_array().expect("families") {
+        let hook = family["hook"].as_str().unwrap_or_default();
+        if family["state"] == "traced" && family["family"] != "thp" {
+            assert!(hook.starts_with("tp_btf"), "{} fell back to raw tracepoints: {hook}", family["family"]);
+        }
+    }
+}

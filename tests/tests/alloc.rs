@@ -45,6 +45,7 @@ fn allocation_failures_match_ftrace_and_resolve_to_the_helpers_code() {
     assert!(done.status.success(), "tracer failed: {}", done.stderr);
     let report = done.json();
 
+    tracer_tests::assert_tp_btf(&report);
     let rows: Vec<&Value> =
         report["alloc_failures"].as_array().unwrap().iter().filter(|r| r["pid"] == pid).collect();
     let counted: u64 = rows.iter().map(|r| r["count"].as_u64().unwrap()).sum();

@@ -63,6 +63,7 @@ fn memcg_reclaim_is_attributed_to_its_cgroup() {
     let done = tracer.stop();
     assert!(done.status.success(), "{}", done.stderr);
     let report = done.json();
+    tracer_tests::assert_tp_btf(&report);
     let memcg_row = row(&report, "memcg");
     assert!(failcnt > 0, "the limit was never hit");
     assert!(memcg_row["count"].as_u64().unwrap() > 0, "no memcg reclaim seen: {memcg_row}");

@@ -76,6 +76,7 @@ fn a_memcg_oom_kill_matches_the_kernels_counters() {
     assert_eq!(kills.len() as u64, cg, "tracer kills vs memory.oom_control oom_kill: {kills:#?}");
     assert_eq!(kills.len() as u64, vm, "tracer kills vs /proc/vmstat oom_kill");
     let kill = &kills[0];
+    tracer_tests::assert_tp_btf(&report);
     assert_eq!(kill["victim_pid"], pid);
     assert_eq!(kill["victim_comm"], "tracer-test-hel");
     assert_eq!(kill["cgroup"], memcg.path.as_str());

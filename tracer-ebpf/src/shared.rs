@@ -219,6 +219,11 @@ pub fn task_wanted<F: Fields>(task: u64, tgid: u32) -> Option<u64> {
     if filter.memcg_id == 0 || id == filter.memcg_id {
         return Some(id);
     }
+    // No memory cgroup known: cannot be below the one asked for (and a
+    // known-NULL pointer must not be dereferenced, even by a direct load).
+    if css == 0 {
+        return None;
+    }
     for _ in 0..MEMCG_MAX_DEPTH {
         css = F::read::<u64>(css, offsets.css_parent).unwrap_or(0);
         if css == 0 {

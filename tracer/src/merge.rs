@@ -129,11 +129,7 @@ fn merge_into(whole: &mut Report, report: &Report) {
             None => whole.lost.push(LostCount { reason: lost.reason.clone(), count: lost.count }),
         }
     }
-    for warning in &report.warnings {
-        if !whole.warnings.contains(warning) {
-            whole.warnings.push(warning.clone());
-        }
-    }
+    whole.warn_all(&report.warnings);
 }
 
 /// Two latency summaries with their buckets, as one: the histogram again

@@ -676,4 +676,13 @@ impl Report {
         }
         stacks
     }
+
+    /// Adds warnings not already there.
+    pub fn warn_all<'a>(&mut self, warnings: impl IntoIterator<Item = &'a String>) {
+        for w in warnings {
+            if !self.warnings.contains(w) {
+                self.warnings.push(w.clone());
+            }
+        }
+    }
 }

@@ -368,6 +368,9 @@ impl Run {
         tokio::pin!(deadline);
         let period = args.interval.unwrap_or(TIMELINE_STEP);
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        // A slow report (the first stack symbolized loads kallsyms and
+        // DWARF) delays the next interval instead of bunching empty ones.
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.interval_start = Instant::now();
         loop {
             let events = std::future::poll_fn(|cx| {

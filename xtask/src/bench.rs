@@ -182,6 +182,15 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 type ToolFactory<'a> = Box<dyn Fn() -> Option<(Command, &'static str)> + 'a>;
 
+/// `tracer trace FAMILY` for the whole measurement.
+fn tracer_config<'a>(tracer: &'a Path, family: &'static str) -> ToolFactory<'a> {
+    Box::new(move || {
+        let mut cmd = Command::new(tracer);
+        cmd.args(["trace", family, "--duration", "1h"]);
+        Some((cmd, "attached"))
+    })
+}
+
 /// Runs every configuration `rounds` times, interleaved, and prints the
 /// table with losses against the first configuration (nothing attached).
 fn compare(
@@ -249,17 +258,10 @@ fn block(tracer: &Path, args: &BenchArgs) -> Result<()> {
         json["jobs"][0]["read"]["iops"].as_f64().context("no read iops in fio output")
     };
     let seconds = args.seconds;
-    let tracer_path: PathBuf = tracer.to_path_buf();
+    let tracer_path = tracer;
     let configs: Vec<(&str, ToolFactory<'_>)> = vec![
         ("none", Box::new(|| None)),
-        (
-            "tracer",
-            Box::new(move || {
-                let mut cmd = Command::new(&tracer_path);
-                cmd.args(["trace", "block", "--duration", "1h"]);
-                Some((cmd, "attached"))
-            }),
-        ),
+        ("tracer", tracer_config(tracer_path, "block")),
         (
             "biolatency",
             Box::new(|| {
@@ -322,17 +324,10 @@ fn fault_loop(seconds: u64) -> Result<f64> {
 
 fn alloc(tracer: &Path, args: &BenchArgs) -> Result<()> {
     ensure_packages(&[("bpftrace", "bpftrace")])?;
-    let tracer_path = tracer.to_path_buf();
+    let tracer_path = tracer;
     let configs: Vec<(&str, ToolFactory<'_>)> = vec![
         ("none", Box::new(|| None)),
-        (
-            "tracer",
-            Box::new(move || {
-                let mut cmd = Command::new(&tracer_path);
-                cmd.args(["trace", "alloc", "--duration", "1h"]);
-                Some((cmd, "attached"))
-            }),
-        ),
+        ("tracer", tracer_config(tracer_path, "alloc")),
         (
             "bpftrace",
             Box::new(|| {
@@ -394,17 +389,10 @@ fn reclaim(tracer: &Path, args: &BenchArgs) -> Result<()> {
     }
     let sparse = Sparse(PathBuf::from(format!("/var/tmp/tracer-bench-sparse-{}", std::process::id())));
     std::fs::File::create(&sparse.0)?.set_len(mem_kib * 1024 * 3 / 2)?;
-    let tracer_path = tracer.to_path_buf();
+    let tracer_path = tracer;
     let configs: Vec<(&str, ToolFactory<'_>)> = vec![
         ("none", Box::new(|| None)),
-        (
-            "tracer",
-            Box::new(move || {
-                let mut cmd = Command::new(&tracer_path);
-                cmd.args(["trace", "reclaim", "--duration", "1h"]);
-                Some((cmd, "attached"))
-            }),
-        ),
+        ("tracer", tracer_config(tracer_path, "reclaim")),
         (
             "drsnoop",
             Box::new(|| {

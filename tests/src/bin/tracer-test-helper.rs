@@ -194,17 +194,7 @@ fn oom_hog(memcg: &std::path::Path, mb: usize, score_adj: i32) {
     std::fs::write("/proc/self/oom_score_adj", score_adj.to_string()).expect("setting oom_score_adj");
     join_memcg(memcg);
     let len = mb << 20;
-    let area = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(area, libc::MAP_FAILED);
+    let area = map_anonymous(len);
     touch_pages(area.cast(), len);
     // Reached only when another process was killed instead.
     println!("{{\"survived\":true}}");
@@ -228,17 +218,7 @@ fn thp_split(n: u32) {
     let mut huge_faults = 0;
     for _ in 0..n {
         let len = 8 << 20;
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(base, libc::MAP_FAILED);
+        let base = map_anonymous(len);
         let aligned = ((base as usize + HUGE - 1) & !(HUGE - 1)) as *mut u8;
         assert_eq!(unsafe { libc::madvise(aligned.cast(), 2 * HUGE, libc::MADV_HUGEPAGE) }, 0);
         for offset in (0..2 * HUGE).step_by(4096) {
@@ -290,17 +270,7 @@ fn reclaim_pressure(sparse: &std::path::Path, cache_gib: u64, anon_gib: u64) {
     let mut buf = vec![0u8; 4 << 20];
     while f.read(&mut buf).unwrap_or(0) > 0 {}
     let len = (anon_gib << 30) as usize;
-    let area = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(area, libc::MAP_FAILED);
+    let area = map_anonymous(len);
     touch_pages(area.cast(), len);
     unsafe { libc::munmap(area, len) };
     println!("{{\"done\":true}}");
@@ -344,4 +314,20 @@ fn bpf_programs() {
         }
     }
     println!("[{}]", names.join(","));
+}
+
+/// `len` bytes of private anonymous memory.
+fn map_anonymous(len: usize) -> *mut libc::c_void {
+    let area = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(area, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+    area
 }

@@ -121,10 +121,7 @@ impl Family for AllocFamily {
     }
 
     fn poll_events(&mut self, cx: &mut Context<'_>, ebpf: &Ebpf) -> Poll<()> {
-        let Some(events) = self.events.as_mut() else {
-            return Poll::Pending;
-        };
-        let Poll::Ready(batch) = drain_ring::<AllocEvent>(events, cx) else {
+        let Poll::Ready(batch) = drain_ring::<AllocEvent>(self.events.as_mut(), cx) else {
             return Poll::Pending;
         };
         for event in &batch {
@@ -190,11 +187,7 @@ impl Family for AllocFamily {
         rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.first_seen_s.total_cmp(&b.first_seen_s)));
         report.alloc_failures = rows;
         report.zone_snapshots = self.zone_snapshots.clone();
-        for w in self.warnings.iter().chain(self.stacks.warnings().iter()) {
-            if !report.warnings.contains(w) {
-                report.warnings.push(w.clone());
-            }
-        }
+        report.warn_all(self.warnings.iter().chain(self.stacks.warnings().iter()));
     }
 }
 

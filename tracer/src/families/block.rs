@@ -173,10 +173,7 @@ impl Family for BlockFamily {
     }
 
     fn poll_events(&mut self, cx: &mut Context<'_>, _ebpf: &Ebpf) -> Poll<()> {
-        let Some(events) = self.events.as_mut() else {
-            return Poll::Pending;
-        };
-        let Poll::Ready(batch) = drain_ring::<SlowRequest>(events, cx) else {
+        let Poll::Ready(batch) = drain_ring::<SlowRequest>(self.events.as_mut(), cx) else {
             return Poll::Pending;
         };
         for request in batch {

@@ -199,8 +199,15 @@ pub fn watch_ring(ebpf: &mut Ebpf, name: &str) -> Result<EventRing> {
         .map_err(|e| anyhow::anyhow!("watching {name}: {e}"))
 }
 
-/// Every event of type `E` waiting in a ring; `Pending` when none is.
-pub fn drain_ring<E: Copy>(ring: &mut EventRing, cx: &mut std::task::Context<'_>) -> std::task::Poll<Vec<E>> {
+/// Every event of type `E` waiting in a ring; `Pending` when none is (or
+/// the family has no ring yet).
+pub fn drain_ring<E: Copy>(
+    ring: Option<&mut EventRing>,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<Vec<E>> {
+    let Some(ring) = ring else {
+        return std::task::Poll::Pending;
+    };
     let std::task::Poll::Ready(Ok(mut guard)) = ring.poll_read_ready_mut(cx) else {
         return std::task::Poll::Pending;
     };

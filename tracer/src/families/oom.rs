@@ -215,10 +215,7 @@ impl Family for OomFamily {
     }
 
     fn poll_events(&mut self, cx: &mut Context<'_>, ebpf: &Ebpf) -> Poll<()> {
-        let Some(events) = self.events.as_mut() else {
-            return Poll::Pending;
-        };
-        let Poll::Ready(batch) = drain_ring::<OomEvent>(events, cx) else {
+        let Poll::Ready(batch) = drain_ring::<OomEvent>(self.events.as_mut(), cx) else {
             return Poll::Pending;
         };
         for event in &batch {
@@ -283,11 +280,7 @@ impl Family for OomFamily {
             reclaim_retry_zone: self.retries[0].saturating_sub(base[0]),
             compact_retry: self.retries[1].saturating_sub(base[1]),
         });
-        for w in self.warnings.iter().chain(self.stacks.warnings().iter()) {
-            if !report.warnings.contains(w) {
-                report.warnings.push(w.clone());
-            }
-        }
+        report.warn_all(self.warnings.iter().chain(self.stacks.warnings().iter()));
     }
 }
 

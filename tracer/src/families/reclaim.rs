@@ -147,27 +147,15 @@ impl ReclaimFamily {
         }
         let mut processes: Vec<StallBreakdown> = by_process
             .into_iter()
-            .map(|(pid, (comm, hist, reclaimed, memcg))| StallBreakdown {
-                pid,
-                comm,
-                cgroup: self.cgroup_path(memcg),
-                count: hist.samples,
-                total_ms: hist.sum_ns as f64 / 1e6,
-                latency_us: Percentiles::of(&hist),
-                nr_reclaimed: reclaimed,
+            .map(|(pid, (comm, hist, reclaimed, memcg))| {
+                breakdown(pid, comm, self.cgroup_path(memcg), &hist, reclaimed)
             })
             .collect();
         processes.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
         let mut cgroups: Vec<StallBreakdown> = by_cgroup
             .into_iter()
-            .map(|(memcg, (hist, reclaimed))| StallBreakdown {
-                pid: 0,
-                comm: String::new(),
-                cgroup: self.cgroup_path(memcg),
-                count: hist.samples,
-                total_ms: hist.sum_ns as f64 / 1e6,
-                latency_us: Percentiles::of(&hist),
-                nr_reclaimed: reclaimed,
+            .map(|(memcg, (hist, reclaimed))| {
+                breakdown(0, String::new(), self.cgroup_path(memcg), &hist, reclaimed)
             })
             .collect();
         cgroups.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
@@ -204,6 +192,24 @@ impl ReclaimFamily {
             cgroups,
             stacks,
         }
+    }
+}
+
+fn breakdown(
+    pid: u32,
+    comm: String,
+    cgroup: String,
+    hist: &LatencyHist,
+    nr_reclaimed: u64,
+) -> StallBreakdown {
+    StallBreakdown {
+        pid,
+        comm,
+        cgroup,
+        count: hist.samples,
+        total_ms: hist.sum_ns as f64 / 1e6,
+        latency_us: Percentiles::of(hist),
+        nr_reclaimed,
     }
 }
 
@@ -285,10 +291,7 @@ impl Family for ReclaimFamily {
     }
 
     fn poll_events(&mut self, cx: &mut Context<'_>, _ebpf: &Ebpf) -> Poll<()> {
-        let Some(events) = self.events.as_mut() else {
-            return Poll::Pending;
-        };
-        let Poll::Ready(batch) = drain_ring::<StallEvent>(events, cx) else {
+        let Poll::Ready(batch) = drain_ring::<StallEvent>(self.events.as_mut(), cx) else {
             return Poll::Pending;
         };
         self.stalls.extend(batch);
@@ -405,11 +408,7 @@ impl Family for ReclaimFamily {
         }
         report.stalls = stalls;
         report.stalls_dropped = self.stalls_dropped;
-        for w in self.warnings.iter().chain(self.stacks.warnings().iter()) {
-            if !report.warnings.contains(w) {
-                report.warnings.push(w.clone());
-            }
-        }
+        report.warn_all(self.warnings.iter().chain(self.stacks.warnings().iter()));
     }
 }
 
