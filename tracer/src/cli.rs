@@ -10,8 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     version,
     about = "eBPF tracing for Linux memory and I/O latency forensics",
     long_about = "eBPF tracing for Linux memory and I/O latency forensics.\n\n\
-                  Needs root (or CAP_BPF + CAP_PERFMON). Everything it attaches is \
-                  detached when it exits, however it exits."
+                  trace, record and probes need root (or CAP_BPF + CAP_PERFMON); report \
+                  does not. Everything it attaches is detached when it exits, however it exits."
 )]
 pub struct Cli {
     /// More diagnostics on stderr (-v, -vv).
@@ -132,6 +132,7 @@ pub struct ReportArgs {
     /// A capture written by `tracer record`.
     #[arg(value_name = "FILE")]
     pub capture: PathBuf,
+    /// What to render.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
     /// Write to OUT instead of standard output.
