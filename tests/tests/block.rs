@@ -222,3 +222,44 @@ fn slow_requests_carry_their_process_size_and_sector() {
     let latencies: Vec<f64> = slow.iter().map(|io| io["latency_us"].as_f64().unwrap()).collect();
     assert!(latencies.windows(2).all(|w| w[0] >= w[1]), "slowest first");
 }
+
+/// `--comm`: block requests of one process (attributed where they start),
+/// everything else left out.
+#[test]
+fn comm_filter_keeps_only_that_process() {
+    require_root();
+    let disk = LoopDevice::new("block-comm", 16 << 20);
+    let tracer = Tracer::start(&[
+        "trace",
+        "block",
+        "--disk",
+        &disk.name,
+        "--comm",
+        "tracer-test-hel",
+        "--duration",
+        "120s",
+        "--json",
+    ]);
+    run_helper(HELPER, &["direct-io", &disk.device, "200", "0", "0", "0"]);
+    // Another process reads the same disk: not counted.
+    let dd = std::process::Command::new("dd")
+        .args([
+            &format!("if={}", disk.device),
+            "of=/dev/null",
+            "bs=4k",
+            "count=100",
+            "iflag=direct",
+            "status=none",
+        ])
+        .status()
+        .unwrap();
+    assert!(dd.success());
+    let report = tracer.stop().json();
+    let rows = rows_of(&report, &disk.name);
+    assert_eq!(count_op(&rows, "read"), 200, "only the helper's reads: {rows:?}");
+    assert_row_invariants(&rows);
+    let done =
+        tracer_tests::run_tracer(&["trace", "block", "--comm", "a-name-longer-than-15", "--duration", "1s"]);
+    assert_eq!(done.status.code(), Some(1));
+    assert!(done.stderr.contains("1 to 15 bytes"), "{}", done.stderr);
+}

@@ -108,9 +108,14 @@ pub struct RunOptions {
     /// operation, size, sector, process); "off" to disable.
     #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = parse_threshold)]
     pub slow_io: Threshold,
-    /// Only this process (its pid; memory families).
+    /// Only this process (its pid). Block I/O is attributed to the process
+    /// running when a request starts.
     #[arg(long)]
     pub pid: Option<u32>,
+    /// Only tasks with this exact name (as in /proc/PID/comm, at most 15
+    /// bytes).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
     /// Only tasks in this memory cgroup or below it, as a path in the
     /// hierarchy (/db) or in the filesystem (/sys/fs/cgroup/memory/db).
     #[arg(long, value_name = "PATH")]

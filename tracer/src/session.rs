@@ -135,7 +135,8 @@ struct SharedGlobals {
 }
 
 impl SharedGlobals {
-    /// Validates `--pid` and `--cgroup` (before anything is attached).
+    /// Validates `--pid`, `--comm` and `--cgroup` (before anything is
+    /// attached).
     fn new(args: &RunOptions, env: &KernelEnv, warnings: &mut Vec<String>) -> Result<Self> {
         let offsets = match &env.btf {
             Ok(btf) => {
@@ -152,6 +153,10 @@ impl SharedGlobals {
             }
             filter.tgid = pid;
         }
+        if let Some(comm) = &args.comm {
+            filter.comm = comm_filter(comm)?;
+            filter.comm_len = comm.len() as u32;
+        }
         if let Some(path) = &args.cgroup {
             let cgroups =
                 Cgroups::find().context("--cgroup: no memory cgroup hierarchy is mounted on this host")?;
@@ -164,6 +169,16 @@ impl SharedGlobals {
         }
         Ok(Self { offsets, filter })
     }
+}
+
+/// `--comm` as the kernel holds task names: NUL-padded, 15 bytes at most.
+fn comm_filter(comm: &str) -> Result<[u8; 16]> {
+    if comm.is_empty() || comm.len() > 15 || comm.contains('\0') {
+        bail!("--comm `{comm}`: task names are 1 to 15 bytes (the kernel keeps no more; see /proc/PID/comm)");
+    }
+    let mut out = [0u8; 16];
+    out[..comm.len()].copy_from_slice(comm.as_bytes());
+    Ok(out)
 }
 
 /// Where a run's reports go besides standard output.
@@ -179,7 +194,9 @@ fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
     caps::require_tracing()?;
     // Bad input is reported before anything is attached.
     let disks = devices::resolve_disks(&args.disks, &devices::list())?;
-    let mut sinks: Vec<Box<dyn ReportSink>> = vec![Box::new(Printer::open(args, outputs.report)?)];
+    // The status line first: it is cleared before the report is printed.
+    let mut sinks: Vec<Box<dyn ReportSink>> =
+        vec![Box::new(StatusLine::new(args.duration)), Box::new(Printer::open(args, outputs.report)?)];
     if let Some(path) = outputs.capture {
         sinks.push(Box::new(CaptureSink::create(path)?));
     }
@@ -479,6 +496,49 @@ trait ReportSink {
     fn interval(&mut self, report: &Report) -> Result<()>;
     /// The whole-run report, once everything is detached.
     fn whole(&mut self, report: &Report, end: &CaptureEnd) -> Result<()>;
+}
+
+/// The live one-line status on stderr, drawn only on terminals (indicatif
+/// draws nothing otherwise) and cleared at the end.
+struct StatusLine {
+    bar: indicatif::ProgressBar,
+    status: render::status::Status,
+}
+
+impl StatusLine {
+    fn new(duration: Duration) -> Self {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(duration.as_secs().max(1)),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("tracer: {elapsed:>4}/{len}s {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        // Also cleared when a failure drops it: the terminal is left clean.
+        let bar = bar.with_finish(indicatif::ProgressFinish::AndClear);
+        Self { bar, status: render::status::Status::default() }
+    }
+}
+
+impl ReportSink for StatusLine {
+    fn begin(&mut self, _header: &CaptureHeader, _system: &SystemContext) -> Result<()> {
+        // Time from attachment, not from start-up.
+        self.bar.reset_elapsed();
+        Ok(())
+    }
+
+    fn interval(&mut self, report: &Report) -> Result<()> {
+        self.status.add(report);
+        self.bar.set_position(self.bar.elapsed().as_secs());
+        self.bar.set_message(self.status.line());
+        Ok(())
+    }
+
+    fn whole(&mut self, _report: &Report, _end: &CaptureEnd) -> Result<()> {
+        self.bar.finish_and_clear();
+        Ok(())
+    }
 }
 
 /// Prints reports: standard output, or `trace -o FILE`.

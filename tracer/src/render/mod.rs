@@ -4,4 +4,5 @@ pub mod flame;
 pub mod folded;
 pub mod json;
 pub mod perfetto;
+pub mod status;
 pub mod text;
