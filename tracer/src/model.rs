@@ -545,12 +545,14 @@ impl TimelinePoint {
         for row in &report.block {
             block.add(&row.histogram);
         }
+        let block_max_us = report.block.iter().map(|r| r.latency_us.max).fold(0.0, f64::max);
         Self {
             offset_s: report.window.offset_s,
             duration_s: report.window.duration_s,
             block_requests: report.block.iter().map(|r| r.count).sum(),
-            block_p99_us: block.quantile_us(0.99),
-            block_max_us: report.block.iter().map(|r| r.latency_us.max).fold(0.0, f64::max),
+            // A bucket midpoint, never above the maximum (as in the rows).
+            block_p99_us: block.quantile_us(0.99).min(block_max_us),
+            block_max_us,
             direct_reclaim: brief(kind("direct")),
             memcg_reclaim: brief(kind("memcg")),
             compaction: brief(report.compaction.as_ref().map(|c| &c.stalls)),

@@ -104,11 +104,32 @@ fn demo() -> Result<()> {
     setup::setup()?;
     util::require_root("tracing loads eBPF programs")?;
     let tracer = util::build_tracer(true)?;
+    let helper = util::build_test_helper()?;
     let scratch = util::LoopDevice::create(256 << 20)?;
-    println!("xtask: tracing all families for 5s while writing and reading {}", scratch.path());
-    let mut workload = util::direct_io_workload(scratch.path(), std::time::Duration::from_secs(4))?;
-    let status = std::process::Command::new(&tracer).args(["trace", "--duration", "5s"]).status()?;
-    let _ = workload.wait();
+    let memcg = util::ScratchMemcg::create("demo");
+    println!(
+        "xtask: tracing every family for 8s while a workload provokes each: direct I/O on {}, THP splits,{}",
+        scratch.path(),
+        if memcg.is_some() {
+            " and in a 64 MiB memory cgroup: allocation failures, cgroup reclaim, an OOM kill"
+        } else {
+            ""
+        }
+    );
+    let mut tracer_run = std::process::Command::new(&tracer).args(["trace", "--duration", "8s"]).spawn()?;
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let mut io = util::direct_io_workload(scratch.path(), std::time::Duration::from_secs(4))?;
+    util::run(
+        std::process::Command::new(&helper).args(["thp-split", "10"]).stdout(std::process::Stdio::null()),
+        "THP splits",
+    )?;
+    if let Some(memcg) = &memcg {
+        memcg.provoke(&helper)?;
+    } else {
+        println!("xtask: no cgroup v1 memory hierarchy here: the memory cgroup part of the demo is skipped");
+    }
+    let _ = io.wait();
+    let status = tracer_run.wait()?;
     anyhow::ensure!(status.success(), "tracer exited with {status}");
     Ok(())
 }

@@ -110,3 +110,67 @@ pub fn exists_on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| Path::new(&dir).join(program).exists()))
 }
+
+/// Builds the integration tests' workload helper (release) and returns it.
+pub fn build_test_helper() -> Result<PathBuf> {
+    run(
+        cargo().args(["build", "--release", "--package", "tracer-tests", "--bin", "tracer-test-helper"]),
+        "building the workload helper",
+    )?;
+    Ok(target_dir()?.join("release/tracer-test-helper"))
+}
+
+/// A cgroup v1 memory cgroup for the demo, removed on drop; `None` where
+/// the host has no v1 memory hierarchy.
+pub struct ScratchMemcg {
+    dir: PathBuf,
+}
+
+impl ScratchMemcg {
+    pub fn create(tag: &str) -> Option<Self> {
+        let root = Path::new("/sys/fs/cgroup/memory");
+        if !root.join("memory.limit_in_bytes").exists() {
+            return None;
+        }
+        let dir = root.join(format!("tracer-{tag}-{}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        std::fs::write(dir.join("memory.limit_in_bytes"), (64u64 << 20).to_string()).ok()?;
+        Some(Self { dir })
+    }
+
+    /// Allocation failures, memory cgroup reclaim and an OOM kill inside it.
+    pub fn provoke(&self, helper: &Path) -> Result<()> {
+        use std::io::Write as _;
+        let dir = self.dir.to_str().context("cgroup path")?;
+        // Each helper waits for "go" (and "exit") on stdin.
+        let driven = |args: &[&str], script: &str| -> Result<()> {
+            let mut child =
+                Command::new(helper).args(args).stdin(Stdio::piped()).stdout(Stdio::null()).spawn()?;
+            child.stdin.take().context("stdin")?.write_all(script.as_bytes())?;
+            let _ = child.wait()?;
+            Ok(())
+        };
+        driven(&["alloc-fail", dir, "10"], "go\nexit\n")?;
+        // alloc-fail pins the limit just above its usage; give room back.
+        std::fs::write(self.dir.join("memory.limit_in_bytes"), (64u64 << 20).to_string())?;
+        driven(&["oom-hog", dir, "128"], "go\n")?;
+        let file = std::env::temp_dir().join(format!("tracer-demo-{}", std::process::id()));
+        let read = Command::new(helper)
+            .args(["memcg-read", dir, file.to_str().unwrap_or_default(), "72"])
+            .stdout(Stdio::null())
+            .status();
+        let _ = std::fs::remove_file(&file);
+        read.map(|_| ()).map_err(Into::into)
+    }
+}
+
+impl Drop for ScratchMemcg {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

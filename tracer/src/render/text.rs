@@ -443,26 +443,24 @@ fn render_reclaim(out: &mut String, report: &Report) {
 }
 
 fn render_timeline(out: &mut String, points: &[TimelinePoint]) {
-    let _ = writeln!(out, "\nTime line (per interval)");
+    let _ = writeln!(out, "\nTime line (per interval; stalls as count/ms)");
     let _ = writeln!(
         out,
-        "  {:>7} {:>9} {:>9} {:>8} {:>12} {:>12} {:>12} {:>6} {:>6} {:>4}",
-        "t(s)", "block io", "p99 us", "max us", "direct ms", "memcg ms", "compact ms", "thp", "allocf", "oom"
+        "  {:>6} {:>8} {:>8} {:>8} {:>11} {:>11} {:>11} {:>5} {:>6} {:>4}",
+        "t(s)", "block io", "p99 us", "max us", "direct", "memcg", "compaction", "thp", "allocf", "oom"
     );
+    let stall = |b: &crate::model::StallBrief| format!("{}/{:.0}", b.count, b.total_ms);
     for p in points {
         let _ = writeln!(
             out,
-            "  {:>7.1} {:>9} {:>9.1} {:>8.1} {:>5} {:>6.1} {:>5} {:>6.1} {:>5} {:>6.1} {:>6} {:>6} {:>4}",
+            "  {:>6.1} {:>8} {:>8.1} {:>8.1} {:>11} {:>11} {:>11} {:>5} {:>6} {:>4}",
             p.offset_s,
             p.block_requests,
             p.block_p99_us,
             p.block_max_us,
-            p.direct_reclaim.count,
-            p.direct_reclaim.total_ms,
-            p.memcg_reclaim.count,
-            p.memcg_reclaim.total_ms,
-            p.compaction.count,
-            p.compaction.total_ms,
+            stall(&p.direct_reclaim),
+            stall(&p.memcg_reclaim),
+            stall(&p.compaction),
             p.thp_splits,
             p.alloc_failures,
             p.oom_kills
