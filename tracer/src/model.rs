@@ -135,7 +135,9 @@ pub struct SlowIo {
     pub device: String,
     pub op: String,
     pub bytes: u64,
-    pub sector: u64,
+    /// First sector; absent for requests without one (flushes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sector: Option<u64>,
     /// The process that was running when the request started (the
     /// submitter when it issued directly, else a kernel worker).
     pub pid: u32,

@@ -225,7 +225,8 @@ impl Family for BlockFamily {
                 device: devices::display_name(r.dev, &names),
                 op: self.op_names.get(&r.op).cloned().unwrap_or_else(|| "other".into()),
                 bytes: r.bytes as u64,
-                sector: r.sector,
+                // The kernel's "no sector" is -1 (flushes).
+                sector: (r.sector != u64::MAX).then_some(r.sector),
                 pid: r.tgid,
                 comm: comm.clone(),
             })

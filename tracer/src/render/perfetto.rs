@@ -323,7 +323,7 @@ mod tests {
             device: device.into(),
             op: "write".into(),
             bytes: 4096,
-            sector: 2048,
+            sector: Some(2048),
             pid: 77,
             comm: "kworker/u8:1".into(),
         }

@@ -172,7 +172,7 @@ fn render_slow_ios(out: &mut String, report: &Report) {
             io.device,
             io.op,
             io.bytes,
-            io.sector,
+            io.sector.map_or_else(|| "-".to_string(), |s| s.to_string()),
             io.pid,
             if io.comm.is_empty() { "?" } else { &io.comm }
         );
