@@ -44,6 +44,7 @@ fn main() {
             reclaim_pressure(std::path::Path::new(&args[1]), n(2), n(3));
         }
         "bpf-progs" => bpf_programs(),
+        "empty-probes" => empty_probes(&args[1..]),
         other => {
             eprintln!("unknown helper command {other}");
             std::process::exit(2);
@@ -314,6 +315,45 @@ fn bpf_programs() {
         }
     }
     println!("[{}]", names.join(","));
+}
+
+/// Attaches an empty BPF program (`return 0`) to each named raw
+/// tracepoint, says "attached", and keeps them until killed. The benchmarks'
+/// floor: what any BPF program at those hooks costs, before doing anything.
+fn empty_probes(tracepoints: &[String]) {
+    const SYS_BPF: libc::c_long = 321;
+    const PROG_LOAD: libc::c_long = 5;
+    const RAW_TRACEPOINT_OPEN: libc::c_long = 17;
+    const PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
+    // r0 = 0; exit.
+    let insns: [u64; 2] = [0xb7, 0x95];
+    let license = c"GPL";
+    // union bpf_attr for BPF_PROG_LOAD: type, insn count, insns, license.
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&PROG_TYPE_RAW_TRACEPOINT.to_ne_bytes());
+    attr[4..8].copy_from_slice(&(insns.len() as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+    attr[48..53].copy_from_slice(b"empty");
+    let prog = unsafe { libc::syscall(SYS_BPF, PROG_LOAD, attr.as_ptr(), attr.len()) };
+    assert!(prog >= 0, "loading an empty program: {}", std::io::Error::last_os_error());
+    let mut links = Vec::new();
+    for name in tracepoints {
+        let name = CString::new(name.as_str()).unwrap();
+        let mut open = [0u64; 2];
+        open[0] = name.as_ptr() as u64;
+        open[1] = prog as u64;
+        let link = unsafe { libc::syscall(SYS_BPF, RAW_TRACEPOINT_OPEN, open.as_ptr(), 16) };
+        assert!(link >= 0, "attaching to {name:?}: {}", std::io::Error::last_os_error());
+        links.push(link);
+    }
+    println!("attached {}", tracepoints.join(" "));
+    // Detached when the process exits (the links are its file descriptors);
+    // SIGINT ends it even where a shell started it with SIGINT ignored.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+    loop {
+        unsafe { libc::pause() };
+    }
 }
 
 /// `len` bytes of private anonymous memory.
