@@ -6,7 +6,7 @@
 
 use std::{
     fs::File,
-    io::Write as _,
+    io::{IsTerminal as _, Write as _},
     path::{Path, PathBuf},
     process::ExitCode,
     rc::Rc,
@@ -517,6 +517,15 @@ impl StatusLine {
         );
         // Also cleared when a failure drops it: the terminal is left clean.
         let bar = bar.with_finish(indicatif::ProgressFinish::AndClear);
+        if std::io::stderr().is_terminal() {
+            // A panic message goes on a line of its own, not after the
+            // status. Raw escapes, not the bar: its lock may be held.
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                let _ = std::io::stderr().write_all(b"\r\x1b[2K");
+                previous(info);
+            }));
+        }
         Self { bar, status: render::status::Status::default() }
     }
 }
