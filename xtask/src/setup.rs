@@ -44,10 +44,20 @@ fn ensure_cargo_fuzz() -> Result<()> {
         util::cargo()
             .args(["install", "cargo-fuzz", "--locked", "--force", "--version", CARGO_FUZZ_VERSION])
             .arg("--root")
-            .arg(&tools),
+            .arg(&tools)
+            .env("PATH", path_with_tools(&tools)),
         "cargo install cargo-fuzz",
     )
     .context("installing cargo-fuzz needs network access to crates.io")
+}
+
+/// PATH with the tools directory first, so `cargo install --root` there
+/// does not warn that it is missing from PATH (tracer's build finds the
+/// tools by path, not through PATH).
+fn path_with_tools(tools: &Path) -> std::ffi::OsString {
+    let mut dirs = vec![tools.join("bin")];
+    dirs.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+    std::env::join_paths(dirs).unwrap_or_default()
 }
 
 pub fn nightly(args: &[&str]) -> Command {
@@ -143,6 +153,7 @@ fn ensure_bpf_linker() -> Result<()> {
         .args(["--no-default-features", "--features", &format!("llvm-{major}")])
         .arg("--root")
         .arg(&tools)
+        .env("PATH", path_with_tools(&tools))
         .env("LLVM_PREFIX", &prefix)
         // The binary needs the nightly's libLLVM at run time too: the
         // symlink prefix does not carry its soname, so point at the source.
