@@ -7,7 +7,6 @@
 //! space attaches one of the two.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -22,7 +21,7 @@ use tracer_common::{
 
 use crate::{
     both_flavors,
-    shared::{CurrentTask, Fields, count, global, task_filter_active, task_wanted},
+    shared::{CurrentTask, Fields, count, global, row_for, task_filter_active, task_wanted},
 };
 
 /// Field offsets, filled in from BTF by the loader.
@@ -174,7 +173,7 @@ fn on_complete<F: Fields>(rq: u64, status: u64, nr_bytes: u64) {
         return;
     };
     let key = BlockKey { dev, op: cmd_flags & offsets.req_op_mask };
-    let Some(row) = row_for(&key) else {
+    let Some(row) = row_for(&BLOCK_ROWS, &BLOCK_ZERO, &key, Counter::BlockRowsFull) else {
         return;
     };
     // Per-CPU row: plain updates are race-free.
@@ -221,26 +220,6 @@ fn report_slow<F: Fields>(
         }
         None => count(Counter::RingbufFull),
     }
-}
-
-#[inline(always)]
-fn row_for(key: &BlockKey) -> Option<*mut BlockStats> {
-    if let Some(row) = BLOCK_ROWS.get_ptr_mut(key) {
-        return Some(row);
-    }
-    let zero = BLOCK_ZERO.get_ptr(0)?;
-    // A reference into the map, not a copy: the row is bigger than the
-    // 512-byte BPF stack.
-    #[allow(clippy::needless_borrows_for_generic_args)]
-    let inserted = BLOCK_ROWS.insert(key, unsafe { &*zero }, BPF_NOEXIST as u64);
-    if let Err(err) = inserted {
-        // EEXIST: another CPU created it meanwhile; anything else is a full map.
-        if err != -17 {
-            count(Counter::BlockRowsFull);
-            return None;
-        }
-    }
-    BLOCK_ROWS.get_ptr_mut(key)
 }
 
 /// With --queued, an issue keeps the start its insert recorded; requests

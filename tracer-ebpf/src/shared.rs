@@ -2,10 +2,10 @@
 //! reading kernel structs.
 
 use aya_ebpf::{
-    bindings::BPF_F_USER_STACK,
+    bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::bpf_probe_read_kernel,
     macros::map,
-    maps::{PerCpuArray, StackTrace},
+    maps::{PerCpuArray, PerCpuHashMap, StackTrace},
     programs::tracing::StackIdContext,
 };
 use tracer_common::{
@@ -26,6 +26,33 @@ pub fn count(counter: Counter) {
         // Per-CPU slot: no other writer.
         unsafe { *slot += 1 };
     }
+}
+
+/// This CPU's row for `key` in `rows`, created from the zeroed template in
+/// `zero` on first use. A full map is counted as `full`.
+#[inline(always)]
+pub fn row_for<K, V>(
+    rows: &PerCpuHashMap<K, V>,
+    zero: &PerCpuArray<V>,
+    key: &K,
+    full: Counter,
+) -> Option<*mut V> {
+    if let Some(row) = rows.get_ptr_mut(key) {
+        return Some(row);
+    }
+    let zero = zero.get_ptr(0)?;
+    // A reference into the map, not a copy: rows are bigger than the
+    // 512-byte BPF stack.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    let inserted = rows.insert(key, unsafe { &*zero }, BPF_NOEXIST as u64);
+    // EEXIST: another CPU created it meanwhile; anything else is a full map.
+    if let Err(err) = inserted
+        && err != -17
+    {
+        count(full);
+        return None;
+    }
+    rows.get_ptr_mut(key)
 }
 
 /// Reads a read-only global set by the loader. Volatile so the compiler

@@ -23,7 +23,7 @@ use tracer_common::{
 
 use crate::{
     both_flavors,
-    shared::{CurrentTask, Fields, capture_stacks, count, global, has_user_stack, task_wanted},
+    shared::{CurrentTask, Fields, capture_stacks, count, global, has_user_stack, row_for, task_wanted},
 };
 
 #[unsafe(no_mangle)]
@@ -112,7 +112,9 @@ fn on_end<F: CurrentTask>(kind: u32, result: u64) {
     let memcg_id = task_wanted::<F>(F::current_task(), tgid).unwrap_or(0);
     let comm = bpf_get_current_comm().unwrap_or([0; 16]);
 
-    if let Some(row) = row_for(&StallKey { kind, tgid, memcg_id }) {
+    if let Some(row) =
+        row_for(&STALL_ROWS_MAP, &STALL_ZERO, &StallKey { kind, tgid, memcg_id }, Counter::MapFull)
+    {
         let row = unsafe { &mut *row };
         row.latency.record(duration);
         row.comm = comm;
@@ -153,25 +155,6 @@ fn on_end<F: CurrentTask>(kind: u32, result: u64) {
         }
         None => count(Counter::RingbufFull),
     }
-}
-
-#[inline(always)]
-fn row_for(key: &StallKey) -> Option<*mut StallStats> {
-    if let Some(row) = STALL_ROWS_MAP.get_ptr_mut(key) {
-        return Some(row);
-    }
-    let zero = STALL_ZERO.get_ptr(0)?;
-    // A reference into the map, not a copy: the row is bigger than the
-    // 512-byte BPF stack.
-    #[allow(clippy::needless_borrows_for_generic_args)]
-    let inserted = STALL_ROWS_MAP.insert(key, unsafe { &*zero }, BPF_NOEXIST as u64);
-    if let Err(err) = inserted
-        && err != -17
-    {
-        count(Counter::MapFull);
-        return None;
-    }
-    STALL_ROWS_MAP.get_ptr_mut(key)
 }
 
 /// Direct compaction only: kcompactd compacts in the background, nobody
