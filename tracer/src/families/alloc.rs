@@ -7,13 +7,13 @@ use std::{
     task::{Context, Poll},
 };
 
-use anyhow::{Context as _, Result, bail};
-use aya::{Ebpf, EbpfLoader, maps::PerCpuHashMap};
+use anyhow::{Result, bail};
+use aya::{Ebpf, EbpfLoader};
 use tracer_common::alloc::{AllocConfig, AllocEvent, AllocKey, AllocStats};
 
 use super::{
     EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, comm_string, drain_ring, load_and_attach,
-    stacks::Stacks, watch_ring,
+    per_cpu_rows, stacks::Stacks, watch_ring,
 };
 use crate::{
     kernel::{
@@ -131,16 +131,7 @@ impl Family for AllocFamily {
     }
 
     fn sample(&mut self, ebpf: &mut Ebpf) -> Result<()> {
-        let rows: PerCpuHashMap<_, AllocKey, AllocStats> =
-            PerCpuHashMap::try_from(ebpf.map("ALLOC_ROWS_MAP").context("ALLOC_ROWS_MAP map")?)?;
-        let mut latest = BTreeMap::new();
-        for entry in rows.iter() {
-            let (key, per_cpu) = entry?;
-            if let Some(merged) = merge_cpus(per_cpu.iter()) {
-                latest.insert(key, merged);
-            }
-        }
-        self.latest = latest;
+        self.latest = per_cpu_rows(ebpf, "ALLOC_ROWS_MAP", |cpus| merge_cpus(cpus.iter()))?;
         Ok(())
     }
 

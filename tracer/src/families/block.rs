@@ -8,11 +8,12 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use aya::{Ebpf, EbpfLoader, maps::PerCpuHashMap};
+use aya::{Ebpf, EbpfLoader};
 use tracer_common::block::{BlockKey, BlockOffsets, BlockStats, SlowRequest};
 
 use super::{
-    EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, drain_ring, load_and_attach, watch_ring,
+    EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, drain_ring, load_and_attach, per_cpu_rows,
+    watch_ring,
 };
 use crate::{
     kernel::{btf::KernelBtf, devices},
@@ -195,17 +196,13 @@ impl Family for BlockFamily {
     }
 
     fn sample(&mut self, ebpf: &mut Ebpf) -> Result<()> {
-        let rows: PerCpuHashMap<_, BlockKey, BlockStats> =
-            PerCpuHashMap::try_from(ebpf.map("BLOCK_ROWS").context("BLOCK_ROWS map")?)?;
-        let mut snapshot = BlockSnapshot::new();
-        for entry in rows.iter() {
-            let (key, per_cpu) = entry?;
-            let total = snapshot.entry(key).or_insert_with(BlockStats::zeroed);
-            for stats in per_cpu.iter() {
-                merge(total, stats);
+        self.latest = per_cpu_rows(ebpf, "BLOCK_ROWS", |cpus| {
+            let mut total = BlockStats::zeroed();
+            for stats in cpus.iter() {
+                merge(&mut total, stats);
             }
-        }
-        self.latest = snapshot;
+            Some(total)
+        })?;
         Ok(())
     }
 

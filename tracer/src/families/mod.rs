@@ -223,6 +223,26 @@ pub fn drain_ring<E: Copy>(
     std::task::Poll::Ready(events)
 }
 
+/// Every row of the per-CPU hash map `name`, summed over CPUs by `fold`
+/// (`None` leaves the row out).
+pub fn per_cpu_rows<K: aya::Pod + Ord, V: aya::Pod>(
+    ebpf: &Ebpf,
+    name: &str,
+    fold: impl Fn(&aya::maps::PerCpuValues<V>) -> Option<V>,
+) -> Result<std::collections::BTreeMap<K, V>> {
+    use anyhow::Context as _;
+    let map: aya::maps::PerCpuHashMap<_, K, V> =
+        aya::maps::PerCpuHashMap::try_from(ebpf.map(name).with_context(|| format!("{name} map"))?)?;
+    let mut rows = std::collections::BTreeMap::new();
+    for entry in map.iter() {
+        let (key, per_cpu) = entry?;
+        if let Some(row) = fold(&per_cpu) {
+            rows.insert(key, row);
+        }
+    }
+    Ok(rows)
+}
+
 /// A kernel task name (NUL-padded) as text.
 pub fn comm_string(comm: &[u8; 16]) -> String {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());

@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{PerCpuArray, PerCpuHashMap},
+    maps::{PerCpuArray, PerCpuValues},
 };
 use tracer_common::{
     hist::LatencyHist,
@@ -24,7 +24,7 @@ use tracer_common::{
 
 use super::{
     EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, comm_string, drain_ring, load_and_attach,
-    stacks::Stacks, watch_ring,
+    per_cpu_rows, stacks::Stacks, watch_ring,
 };
 use crate::{
     kernel::cgroups::Cgroups,
@@ -309,36 +309,28 @@ impl Family for ReclaimFamily {
     }
 
     fn sample(&mut self, ebpf: &mut Ebpf) -> Result<()> {
-        let rows: PerCpuHashMap<_, StallKey, StallStats> =
-            PerCpuHashMap::try_from(ebpf.map("STALL_ROWS_MAP").context("STALL_ROWS_MAP")?)?;
-        let mut snapshot = Snapshot::default();
-        for entry in rows.iter() {
-            let (key, per_cpu) = entry?;
+        let rows = per_cpu_rows(ebpf, "STALL_ROWS_MAP", |cpus: &PerCpuValues<StallStats>| {
             let mut total = StallStats::zeroed();
-            for s in per_cpu.iter() {
+            for s in cpus.iter() {
                 total.latency.merge(&s.latency);
                 total.reclaimed += s.reclaimed;
                 if s.comm[0] != 0 {
                     total.comm = s.comm;
                 }
             }
-            snapshot.rows.insert(key, total);
-        }
-        let stacks: PerCpuHashMap<_, StallStackKey, StallStackStats> =
-            PerCpuHashMap::try_from(ebpf.map("STALL_STACKS").context("STALL_STACKS")?)?;
-        for entry in stacks.iter() {
-            let (key, per_cpu) = entry?;
-            let total = per_cpu.iter().fold(StallStackStats::default(), |a, s| StallStackStats {
+            Some(total)
+        })?;
+        let stacks = per_cpu_rows(ebpf, "STALL_STACKS", |cpus: &PerCpuValues<StallStackStats>| {
+            Some(cpus.iter().fold(StallStackStats::default(), |a, s| StallStackStats {
                 count: a.count + s.count,
                 total_ns: a.total_ns + s.total_ns,
-            });
-            snapshot.stacks.insert(key, total);
-        }
+            }))
+        })?;
         let counts: PerCpuArray<_, u64> =
             PerCpuArray::try_from(ebpf.map("STALL_COUNTS").context("STALL_COUNTS")?)?;
-        snapshot.counts =
+        let counts =
             (0..STALL_COUNT_SLOTS).map(|i| counts.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0)).collect();
-        self.latest = snapshot;
+        self.latest = Snapshot { rows, stacks, counts };
         Ok(())
     }
 

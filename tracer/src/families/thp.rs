@@ -8,12 +8,12 @@ use std::{collections::BTreeMap, rc::Rc};
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::PerCpuHashMap,
+    maps::PerCpuValues,
     programs::{FEntry, KProbe},
 };
 use tracer_common::stall::{SplitKey, SplitStats};
 
-use super::{Family, Hook, KernelEnv, Scope, comm_string, stacks::Stacks};
+use super::{Family, Hook, KernelEnv, Scope, comm_string, per_cpu_rows, stacks::Stacks};
 use crate::{
     kernel::vmstat,
     model::{NamedCount, Report, Thp, ThpProcess},
@@ -148,21 +148,16 @@ impl Family for ThpFamily {
     fn sample(&mut self, ebpf: &mut Ebpf) -> Result<()> {
         self.latest = vmstat::thp_split_counters(&vmstat::read());
         if self.method != Method::Vmstat {
-            let map: PerCpuHashMap<_, SplitKey, SplitStats> =
-                PerCpuHashMap::try_from(ebpf.map("THP_SPLITS").context("THP_SPLITS")?)?;
-            let mut splits = BTreeMap::new();
-            for entry in map.iter() {
-                let (key, per_cpu) = entry?;
+            self.splits = per_cpu_rows(ebpf, "THP_SPLITS", |cpus: &PerCpuValues<SplitStats>| {
                 let mut total = SplitStats::default();
-                for s in per_cpu.iter() {
+                for s in cpus.iter() {
                     total.count += s.count;
                     if s.comm[0] != 0 {
                         total.comm = s.comm;
                     }
                 }
-                splits.insert(key, total);
-            }
-            self.splits = splits;
+                Some(total)
+            })?;
         }
         Ok(())
     }
