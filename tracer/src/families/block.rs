@@ -12,8 +12,8 @@ use aya::{Ebpf, EbpfLoader};
 use tracer_common::block::{BlockKey, BlockOffsets, BlockStats, SlowRequest};
 
 use super::{
-    EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, drain_ring, load_and_attach, per_cpu_rows,
-    watch_ring,
+    EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, drain_ring, event_log::EventLog,
+    load_and_attach, per_cpu_rows, watch_ring,
 };
 use crate::{
     kernel::{btf::KernelBtf, devices},
@@ -44,11 +44,8 @@ pub struct BlockFamily {
     slow_ns: u64,
     started_mono_ns: u64,
     events: Option<EventRing>,
-    /// Slow requests seen (with their process name) and how many were
-    /// not kept.
-    slow: Vec<(SlowRequest, String)>,
-    slow_reported: usize,
-    slow_dropped: u64,
+    /// Slow requests seen, with their process name.
+    slow: EventLog<(SlowRequest, String)>,
     /// Raw `req_op` value -> read/write/flush/discard/other.
     op_names: BTreeMap<u32, String>,
     /// The program flavour that attached.
@@ -77,9 +74,7 @@ impl BlockFamily {
             slow_ns: options.slow_io.map_or(u64::MAX, |d| d.as_nanos().min(u64::MAX as u128 - 1) as u64),
             started_mono_ns: env.started_mono_ns,
             events: None,
-            slow: Vec::new(),
-            slow_reported: 0,
-            slow_dropped: 0,
+            slow: EventLog::new(SLOW_IOS_KEPT),
             options,
             offsets,
             op_names,
@@ -177,21 +172,14 @@ impl Family for BlockFamily {
         let Poll::Ready(batch) = drain_ring::<SlowRequest>(self.events.as_mut(), cx) else {
             return Poll::Pending;
         };
-        for request in batch {
+        let with_comms = batch.into_iter().map(|request| {
             // The process may be gone by report time.
             let comm = std::fs::read_to_string(format!("/proc/{}/comm", request.tgid))
                 .map(|c| c.trim().to_string())
                 .unwrap_or_default();
-            self.slow.push((request, comm));
-        }
-        // Bounded: past twice the cap, keep the slowest not yet reported.
-        if self.slow.len() > 2 * SLOW_IOS_KEPT {
-            let mut pending = self.slow.split_off(self.slow_reported);
-            pending.sort_by_key(|(r, _)| std::cmp::Reverse(r.latency_ns));
-            self.slow_dropped += pending.len().saturating_sub(SLOW_IOS_KEPT) as u64;
-            pending.truncate(SLOW_IOS_KEPT);
-            self.slow.extend(pending);
-        }
+            (request, comm)
+        });
+        self.slow.extend(with_comms, |(r, _)| r.latency_ns, |(r, _)| r.ts_ns);
         Poll::Ready(())
     }
 
@@ -213,8 +201,9 @@ impl Family for BlockFamily {
             Scope::Whole => BlockSnapshot::new(),
         };
         report.block = block_rows(&self.latest, &base, &names, &self.op_names, scope);
-        let first = if scope == Scope::Interval { self.slow_reported } else { 0 };
-        let mut slow: Vec<SlowIo> = self.slow[first.min(self.slow.len())..]
+        let mut slow: Vec<SlowIo> = self
+            .slow
+            .for_report(scope)
             .iter()
             .map(|(r, comm)| SlowIo {
                 at_s: r.ts_ns.saturating_sub(self.started_mono_ns) as f64 / 1e9,
@@ -229,12 +218,9 @@ impl Family for BlockFamily {
             })
             .collect();
         slow.sort_by(|a, b| b.latency_us.total_cmp(&a.latency_us));
-        report.slow_ios_dropped = self.slow_dropped + slow.len().saturating_sub(SLOW_IOS_KEPT) as u64;
+        report.slow_ios_dropped = self.slow.dropped() + slow.len().saturating_sub(SLOW_IOS_KEPT) as u64;
         slow.truncate(SLOW_IOS_KEPT);
         report.slow_ios = slow;
-        if scope == Scope::Interval {
-            self.slow_reported = self.slow.len();
-        }
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub mod alloc;
 pub mod block;
+pub mod event_log;
 pub mod oom;
 pub mod reclaim;
 pub mod stacks;

@@ -23,8 +23,8 @@ use tracer_common::{
 };
 
 use super::{
-    EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, comm_string, drain_ring, load_and_attach,
-    per_cpu_rows, stacks::Stacks, watch_ring,
+    EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, comm_string, drain_ring, event_log::EventLog,
+    load_and_attach, per_cpu_rows, stacks::Stacks, watch_ring,
 };
 use crate::{
     kernel::cgroups::Cgroups,
@@ -72,9 +72,7 @@ pub struct ReclaimFamily {
     flavor: Option<ProgramFlavor>,
     attached: Vec<&'static str>,
     events: Option<EventRing>,
-    stalls: Vec<StallEvent>,
-    stalls_reported: usize,
-    stalls_dropped: u64,
+    stalls: EventLog<StallEvent>,
     latest: Snapshot,
     reported: Snapshot,
     cgroups: Option<Cgroups>,
@@ -104,9 +102,7 @@ impl ReclaimFamily {
             flavor: None,
             attached: Vec::new(),
             events: None,
-            stalls: Vec::new(),
-            stalls_reported: 0,
-            stalls_dropped: 0,
+            stalls: EventLog::new(STALLS_KEPT_MAX),
             latest: Snapshot::default(),
             reported: Snapshot::default(),
             cgroups: Cgroups::find(),
@@ -294,17 +290,7 @@ impl Family for ReclaimFamily {
         let Poll::Ready(batch) = drain_ring::<StallEvent>(self.events.as_mut(), cx) else {
             return Poll::Pending;
         };
-        self.stalls.extend(batch);
-        // Bounded: past twice the cap, keep the longest of what is not yet
-        // reported and count the rest.
-        if self.stalls.len() > 2 * STALLS_KEPT_MAX {
-            let mut pending = self.stalls.split_off(self.stalls_reported);
-            pending.sort_by_key(|s| std::cmp::Reverse(s.duration_ns));
-            self.stalls_dropped += pending.len().saturating_sub(STALLS_KEPT_MAX) as u64;
-            pending.truncate(STALLS_KEPT_MAX);
-            pending.sort_by_key(|s| s.start_ns);
-            self.stalls.extend(pending);
-        }
+        self.stalls.extend(batch, |s| s.duration_ns, |s| s.start_ns);
         Poll::Ready(())
     }
 
@@ -372,11 +358,7 @@ impl Family for ReclaimFamily {
             awake_ms: count(KSWAPD_AWAKE_NS) as f64 / 1e6,
             wakeups_requested: count(KSWAPD_WAKEUPS_REQUESTED),
         });
-        let first = if scope == Scope::Interval { self.stalls_reported } else { 0 };
-        let events: Vec<StallEvent> = self.stalls[first.min(self.stalls.len())..].to_vec();
-        if scope == Scope::Interval {
-            self.stalls_reported = self.stalls.len();
-        }
+        let events: Vec<StallEvent> = self.stalls.for_report(scope).to_vec();
         let mut stalls = Vec::with_capacity(events.len());
         for e in events {
             stalls.push(Stall {
@@ -399,7 +381,7 @@ impl Family for ReclaimFamily {
             });
         }
         report.stalls = stalls;
-        report.stalls_dropped = self.stalls_dropped;
+        report.stalls_dropped = self.stalls.dropped();
         report.warn_all(self.warnings.iter().chain(self.stacks.warnings().iter()));
     }
 }
