@@ -589,6 +589,24 @@ int main(int argc, char **argv) {
 "#;
 
     /// 1-based line of the line holding `marker`.
+    /// `FAKE_VMLINUX_C` linked like a kernel: `_stext` and `vfs_read` at the
+    /// given link addresses, with the given build id (hex).
+    fn fake_vmlinux(dir: &Path, build_id: &str, stext: u64, vfs_read: u64) -> PathBuf {
+        let link_args = [
+            "-mcmodel=kernel".to_string(),
+            "-fno-pie".to_string(),
+            "-no-pie".to_string(),
+            "-static".to_string(),
+            "-nostdlib".to_string(),
+            "-Wl,-e,_stext".to_string(),
+            format!("-Wl,--build-id=0x{build_id}"),
+            format!("-Wl,--section-start=.text={stext:#x}"),
+            format!("-Wl,--section-start=.fake_vfs_read={vfs_read:#x}"),
+        ];
+        let link_args: Vec<&str> = link_args.iter().map(String::as_str).collect();
+        compile(dir, "vmlinux", "gcc", "c", FAKE_VMLINUX_C, &link_args)
+    }
+
     fn line_of(source: &str, marker: &str) -> u32 {
         let index = source.lines().position(|l| l.contains(marker)).expect("marker is in the source");
         index as u32 + 1
@@ -920,19 +938,7 @@ __attribute__((section(".fake_vfs_read"), noinline)) int vfs_read(int x) {
             running_kernel_build_id().expect("the running kernel's build id is in /sys/kernel/notes");
         let shift = 0x20_0000;
         let dir = TempDir::new().unwrap();
-        let link_args = [
-            "-mcmodel=kernel".to_string(),
-            "-fno-pie".to_string(),
-            "-no-pie".to_string(),
-            "-static".to_string(),
-            "-nostdlib".to_string(),
-            "-Wl,-e,_stext".to_string(),
-            format!("-Wl,--build-id=0x{}", hex(&build_id)),
-            format!("-Wl,--section-start=.text={:#x}", stext - shift),
-            format!("-Wl,--section-start=.fake_vfs_read={:#x}", vfs_read - shift),
-        ];
-        let link_args: Vec<&str> = link_args.iter().map(String::as_str).collect();
-        let vmlinux = compile(dir.path(), "vmlinux", "gcc", "c", FAKE_VMLINUX_C, &link_args);
+        let vmlinux = fake_vmlinux(dir.path(), &hex(&build_id), stext - shift, vfs_read - shift);
 
         let (kernel, warnings) = KernelSymbolizer::new(Some(&vmlinux));
         assert!(warnings.is_empty(), "{warnings:?}");
@@ -971,19 +977,7 @@ __attribute__((section(".fake_vfs_read"), noinline)) int vfs_read(int x) {
             (0xffff_ffff_8100_0000u64, 0xffff_ffff_8120_0000u64, 0x1e0_0000);
         let build_id = "0123456789abcdef0123456789abcdef01234567";
         let dir = TempDir::new().unwrap();
-        let link_args = [
-            "-mcmodel=kernel".to_string(),
-            "-fno-pie".to_string(),
-            "-no-pie".to_string(),
-            "-static".to_string(),
-            "-nostdlib".to_string(),
-            "-Wl,-e,_stext".to_string(),
-            format!("-Wl,--build-id=0x{build_id}"),
-            format!("-Wl,--section-start=.text={link_stext:#x}"),
-            format!("-Wl,--section-start=.fake_vfs_read={link_vfs_read:#x}"),
-        ];
-        let link_args: Vec<&str> = link_args.iter().map(String::as_str).collect();
-        let vmlinux = compile(dir.path(), "vmlinux", "gcc", "c", FAKE_VMLINUX_C, &link_args);
+        let vmlinux = fake_vmlinux(dir.path(), build_id, link_stext, link_vfs_read);
 
         let kernel =
             KernelSymbolizer::for_recorded_kernel(&vmlinux, Some(build_id), Some(link_stext + kaslr))
