@@ -164,6 +164,50 @@ pub fn load_and_attach(ebpf: &mut Ebpf, tracepoints: &[&str], env: &KernelEnv) -
     }
 }
 
+/// A family's tracepoints: (name, required, what it is for).
+pub type Tracepoints = [(&'static str, bool, &'static str)];
+
+/// `probes` rows for a family's tracepoints, each used where this kernel
+/// has it; `category` names a tracepoint's tracefs category.
+pub fn tracepoint_hooks(
+    env: &KernelEnv,
+    tracepoints: &Tracepoints,
+    category: fn(&str) -> &'static str,
+) -> Vec<Hook> {
+    tracepoints
+        .iter()
+        .map(|(tp, required, what)| {
+            let exists = env.tracefs.has_event(category(tp), tp);
+            Hook {
+                name: format!("{}:{tp}", category(tp)),
+                available: exists,
+                used: exists,
+                required: *required,
+                note: if exists { (*what).to_string() } else { "not on this kernel".into() },
+            }
+        })
+        .collect()
+}
+
+/// The tracepoints to attach (the required ones, and the optional ones this
+/// kernel has), and the optional ones it lacks, with what they are for.
+pub fn present_tracepoints(
+    env: &KernelEnv,
+    tracepoints: &Tracepoints,
+    category: fn(&str) -> &'static str,
+) -> (Vec<&'static str>, Vec<(&'static str, &'static str)>) {
+    let mut present = Vec::new();
+    let mut missing = Vec::new();
+    for &(tp, required, what) in tracepoints {
+        if required || env.tracefs.has_event(category(tp), tp) {
+            present.push(tp);
+        } else {
+            missing.push((tp, what));
+        }
+    }
+    (present, missing)
+}
+
 /// Whether BTF tracepoints are possible for `tracepoints` (kernel BTF has
 /// their `btf_trace_*` types); raw tracepoints are the fallback.
 pub fn tp_btf_hook(env: &KernelEnv, tracepoints: &[&str]) -> Hook {

@@ -14,8 +14,8 @@ use tracer_common::oom::{
 };
 
 use super::{
-    EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, comm_string, drain_ring, load_and_attach,
-    stacks::Stacks, watch_ring,
+    EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, Tracepoints, comm_string, drain_ring,
+    load_and_attach, present_tracepoints, stacks::Stacks, tracepoint_hooks, watch_ring,
 };
 use crate::{
     kernel::{btf::KernelBtf, cgroups::Cgroups},
@@ -23,13 +23,17 @@ use crate::{
     symbolize,
 };
 
-const TRACEPOINTS: [(&str, bool, &str); 5] = [
+const TRACEPOINTS: &Tracepoints = &[
     ("mark_victim", true, "each kill, in the context of the task that caused it"),
     ("start_task_reaping", false, "the OOM reaper starts freeing the victim's memory"),
     ("finish_task_reaping", false, "the OOM reaper is done"),
     ("reclaim_retry_zone", false, "counted: reclaim retried before the kill"),
     ("compact_retry", false, "counted: compaction retried before the kill"),
 ];
+
+fn category(_tp: &str) -> &'static str {
+    "oom"
+}
 
 /// A kill and what only existed when it happened.
 struct Kill {
@@ -201,12 +205,8 @@ impl Family for OomFamily {
     fn attach(&mut self, ebpf: &mut Ebpf, env: &KernelEnv) -> Result<()> {
         self.events = Some(watch_ring(ebpf, "OOM_EVENTS")?);
         // Optional tracepoints degrade the report, not the family.
-        let present: Vec<&'static str> = TRACEPOINTS
-            .iter()
-            .filter(|(tp, required, _)| *required || env.tracefs.has_event("oom", tp))
-            .map(|(tp, _, _)| *tp)
-            .collect();
-        for (tp, _, what) in TRACEPOINTS.iter().filter(|(tp, _, _)| !present.contains(tp)) {
+        let (present, missing) = present_tracepoints(env, TRACEPOINTS, category);
+        for (tp, what) in missing {
             self.warnings.push(format!("oom:{tp} is not on this kernel: not reported ({what})"));
         }
         self.flavor = Some(load_and_attach(ebpf, &present, env)?);
@@ -289,19 +289,7 @@ pub fn probe_hooks(env: &KernelEnv) -> Vec<Hook> {
         Ok(btf) => oom_offsets(btf).err().map(|e| e.to_string()),
         Err(e) => Some(e.clone()),
     };
-    let mut hooks: Vec<Hook> = TRACEPOINTS
-        .iter()
-        .map(|(tp, required, what)| {
-            let exists = env.tracefs.has_event("oom", tp);
-            Hook {
-                name: format!("oom:{tp}"),
-                available: exists,
-                used: exists,
-                required: *required,
-                note: if exists { (*what).to_string() } else { "not on this kernel".into() },
-            }
-        })
-        .collect();
+    let mut hooks = tracepoint_hooks(env, TRACEPOINTS, category);
     hooks.push(super::tp_btf_hook(env, &["mark_victim"]));
     hooks.push(Hook {
         name: "BTF task and mm layout".into(),

@@ -23,8 +23,9 @@ use tracer_common::{
 };
 
 use super::{
-    EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, comm_string, drain_ring, event_log::EventLog,
-    load_and_attach, per_cpu_rows, stacks::Stacks, watch_ring,
+    EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, Tracepoints, comm_string, drain_ring,
+    event_log::EventLog, load_and_attach, per_cpu_rows, present_tracepoints, stacks::Stacks,
+    tracepoint_hooks, watch_ring,
 };
 use crate::{
     kernel::cgroups::Cgroups,
@@ -36,7 +37,7 @@ use crate::{
 };
 
 /// (tracepoint, required, what for).
-const TRACEPOINTS: [(&str, bool, &str); 9] = [
+const TRACEPOINTS: &Tracepoints = &[
     ("mm_vmscan_direct_reclaim_begin", true, "direct reclaim: the allocating task reclaims itself"),
     ("mm_vmscan_direct_reclaim_end", true, "end of direct reclaim, pages reclaimed"),
     ("mm_vmscan_memcg_reclaim_begin", false, "reclaim forced by a memory cgroup limit"),
@@ -46,8 +47,8 @@ const TRACEPOINTS: [(&str, bool, &str); 9] = [
     ("mm_compaction_try_to_compact_pages", false, "direct compaction attempts"),
     ("mm_vmscan_kswapd_wake", false, "kswapd wakes (context)"),
     ("mm_vmscan_kswapd_sleep", false, "kswapd sleeps (context)"),
+    ("mm_vmscan_wakeup_kswapd", false, "kswapd wake requests (counted)"),
 ];
-const WAKEUP_KSWAPD: &str = "mm_vmscan_wakeup_kswapd";
 
 fn category(tp: &str) -> &'static str {
     if tp.starts_with("mm_compaction") { "compaction" } else { "vmscan" }
@@ -270,16 +271,9 @@ impl Family for ReclaimFamily {
 
     fn attach(&mut self, ebpf: &mut Ebpf, env: &KernelEnv) -> Result<()> {
         self.events = Some(watch_ring(ebpf, "STALL_EVENTS")?);
-        let mut present: Vec<&'static str> = Vec::new();
-        for (tp, required, what) in
-            TRACEPOINTS.iter().chain([(WAKEUP_KSWAPD, false, "kswapd wake requests")].iter())
-        {
-            if *required || env.tracefs.has_event(category(tp), tp) {
-                present.push(tp);
-            } else {
-                self.warnings
-                    .push(format!("{}:{tp} is not on this kernel: {what} not reported", category(tp)));
-            }
+        let (present, missing) = present_tracepoints(env, TRACEPOINTS, category);
+        for (tp, what) in missing {
+            self.warnings.push(format!("{}:{tp} is not on this kernel: {what} not reported", category(tp)));
         }
         self.flavor = Some(load_and_attach(ebpf, &present, env)?);
         self.attached = present;
@@ -387,20 +381,7 @@ impl Family for ReclaimFamily {
 }
 
 pub fn probe_hooks(env: &KernelEnv) -> Vec<Hook> {
-    let mut hooks: Vec<Hook> = TRACEPOINTS
-        .iter()
-        .chain([(WAKEUP_KSWAPD, false, "kswapd wake requests (counted)")].iter())
-        .map(|(tp, required, what)| {
-            let exists = env.tracefs.has_event(category(tp), tp);
-            Hook {
-                name: format!("{}:{tp}", category(tp)),
-                available: exists,
-                used: exists,
-                required: *required,
-                note: if exists { (*what).to_string() } else { "not on this kernel".into() },
-            }
-        })
-        .collect();
+    let mut hooks = tracepoint_hooks(env, TRACEPOINTS, category);
     hooks.push(super::tp_btf_hook(env, &["mm_vmscan_direct_reclaim_begin", "mm_compaction_begin"]));
     hooks
 }
