@@ -1,23 +1,55 @@
-//! Log-linear latency histogram, shared by the kernel programs (which only
+//! Exponential latency histogram, shared by the kernel programs (which only
 //! call [`bucket_index`]) and user space (which turns buckets back into
 //! ranges and percentiles).
 //!
-//! Values are nanoseconds. Below `2^SUB_BITS` every value has its own bucket;
-//! above, each power of two is split into `2^SUB_BITS` equal sub-buckets, so a
-//! bucket is never wider than 1/16 of its lower edge. Reporting a bucket's
-//! midpoint is therefore within [`MAX_RELATIVE_ERROR`] of any value in it.
+//! Values are nanoseconds. The layout is the one of Prometheus native
+//! histograms at schema 4 and OpenTelemetry exponential histograms at scale
+//! 4: bucket `i` holds the values in `(2^((i-1)/16), 2^(i/16)]` (upper edge
+//! inclusive), so consecutive edges differ by a factor of 2^(1/16), about
+//! 4.4%. Exporting the buckets carries tracer's own counts with no
+//! re-bucketing, and histograms from many hosts add up exactly.
+//!
+//! Slot 0 of [`LatencyHist::buckets`] counts zeros (the zero bucket); slot
+//! `i + 1` is bucket `i` for `0 <= i <= MAX_INDEX`; the last slot counts
+//! values above `2^MAX_EXP` ns (about 18 minutes).
 
-/// log2 of the number of sub-buckets per power of two.
-pub const SUB_BITS: u32 = 4;
-/// Sub-buckets per power of two.
-pub const SUB_BUCKETS: usize = 1 << SUB_BITS;
-/// Largest exponent with its own buckets; bigger values (about 550 s and up)
-/// are counted in the last bucket.
-pub const MAX_EXP: u32 = 39;
-/// Number of buckets.
-pub const NBUCKETS: usize = ((MAX_EXP - SUB_BITS + 2) as usize) * SUB_BUCKETS;
-/// Worst-case relative error of a value reported as its bucket's midpoint.
-pub const MAX_RELATIVE_ERROR: f64 = 1.0 / (2 * SUB_BUCKETS) as f64;
+/// log2 of the number of buckets per power of two (the schema, or scale).
+pub const SCHEMA: u32 = 4;
+/// Buckets per power of two.
+pub const BUCKETS_PER_OCTAVE: u32 = 1 << SCHEMA;
+/// Values up to `2^MAX_EXP` ns have their own bucket.
+pub const MAX_EXP: u32 = 40;
+/// Largest exponential bucket index with its own slot.
+pub const MAX_INDEX: u32 = MAX_EXP * BUCKETS_PER_OCTAVE;
+/// Number of slots: the zero bucket, buckets 0..=MAX_INDEX, the overflow.
+pub const NBUCKETS: usize = MAX_INDEX as usize + 3;
+/// Slot of values above `2^MAX_EXP` ns.
+pub const OVERFLOW_SLOT: usize = NBUCKETS - 1;
+/// Worst-case relative error of a value reported as its bucket's midpoint:
+/// half a bucket's width relative to its lower edge, (2^(1/16) - 1) / 2.
+pub const MAX_RELATIVE_ERROR: f64 = 0.0222;
+
+/// `floor(2^(k/16) * 2^63)` for k = 1..=15, computed exactly with integer
+/// arithmetic (`c^16 <= 2^(k + 63*16) < (c+1)^16`). `c >> (63 - e)` is then
+/// exactly `floor(2^(e + k/16))`, so edges need no floating point, in the
+/// kernel or here.
+const FRACTIONS: [u64; 15] = [
+    0x85aa_c367_cc48_7b14, // 2^(1/16)
+    0x8b95_c1e3_ea8b_d6e6, // 2^(2/16)
+    0x91c3_d373_ab11_c336, // 2^(3/16)
+    0x9837_f051_8db8_a96f, // 2^(4/16)
+    0x9ef5_3260_91a1_11ad, // 2^(5/16)
+    0xa5fe_d6a9_b151_38ea, // 2^(6/16)
+    0xad58_3eea_42a1_4ac6, // 2^(7/16)
+    0xb504_f333_f9de_6484, // 2^(8/16)
+    0xbd08_a39f_580c_36be, // 2^(9/16)
+    0xc567_2a11_5506_dadd, // 2^(10/16)
+    0xce24_8c15_1f84_80e3, // 2^(11/16)
+    0xd744_fcca_d69d_6af4, // 2^(12/16)
+    0xe0cc_deec_2a94_e111, // 2^(13/16)
+    0xeac0_c6e7_dd24_392e, // 2^(14/16)
+    0xf525_7d15_2486_cc2c, // 2^(15/16)
+];
 
 /// Floor of log2 for v > 0, written without loops or `leading_zeros` so that
 /// it compiles to straight-line BPF the verifier accepts on every kernel.
@@ -50,39 +82,87 @@ pub fn log2_u64(mut v: u64) -> u32 {
     r
 }
 
-/// Bucket of a value. Always `< NBUCKETS`.
+/// `floor(2^(exp + k/16))` for `exp <= 63 - 1`, `1 <= k <= 15`.
+#[inline(always)]
+fn fraction_edge(exp: u32, k: usize) -> u64 {
+    FRACTIONS[k - 1] >> (63 - exp)
+}
+
+/// Slot of a value. Always `< NBUCKETS`.
 #[inline(always)]
 pub fn bucket_index(v: u64) -> usize {
-    if v < SUB_BUCKETS as u64 {
-        return v as usize;
+    if v == 0 {
+        return 0;
     }
     let exp = log2_u64(v);
-    if exp > MAX_EXP {
-        return NBUCKETS - 1;
+    if exp >= MAX_EXP {
+        return if v == 1 << MAX_EXP { MAX_INDEX as usize + 1 } else { OVERFLOW_SLOT };
     }
-    let shift = exp - SUB_BITS;
-    let sub = ((v >> shift) as usize) & (SUB_BUCKETS - 1);
-    (((exp - SUB_BITS + 1) as usize) << SUB_BITS) | sub
+    if v == 1 << exp {
+        return (exp * BUCKETS_PER_OCTAVE) as usize + 1;
+    }
+    // Edges passed within the octave; unrolled, so straight-line BPF.
+    let shift = 63 - exp;
+    let mut passed = 0;
+    macro_rules! step {
+        ($($i:literal)*) => { $( passed += (v > (FRACTIONS[$i] >> shift)) as u32; )* };
+    }
+    step!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14);
+    (exp * BUCKETS_PER_OCTAVE + 1 + passed) as usize + 1
 }
 
-/// Inclusive lower edge of a bucket.
-pub fn bucket_low(index: usize) -> u64 {
-    if index < SUB_BUCKETS {
-        return index as u64;
-    }
-    let exp = (index >> SUB_BITS) as u32 + SUB_BITS - 1;
-    let sub = (index & (SUB_BUCKETS - 1)) as u64;
-    (1u64 << exp) + (sub << (exp - SUB_BITS))
+/// The exponential bucket index of a slot (`None` for the zero bucket and
+/// the overflow slot).
+pub fn schema_index(slot: usize) -> Option<i32> {
+    (1..=MAX_INDEX as usize + 1).contains(&slot).then(|| slot as i32 - 1)
 }
 
-/// Exclusive upper edge of a bucket (the last bucket also holds everything
-/// above it; its nominal edge is returned).
-pub fn bucket_high(index: usize) -> u64 {
-    if index < SUB_BUCKETS {
-        return index as u64 + 1;
+/// The slot of exponential bucket index `index`, if it has one.
+pub fn slot_of_index(index: i32) -> Option<usize> {
+    (0..=MAX_INDEX as i32).contains(&index).then(|| index as usize + 1)
+}
+
+/// `floor(2^(index/16))`, the largest integer in bucket `index`.
+pub fn floor_upper_edge(index: u32) -> u64 {
+    let (exp, k) = (index / BUCKETS_PER_OCTAVE, (index % BUCKETS_PER_OCTAVE) as usize);
+    if k == 0 { 1u64 << exp } else { fraction_edge(exp, k) }
+}
+
+/// Smallest and largest integer value counted in a slot (`first > last`
+/// for the few buckets below 16 ns that hold no integer).
+pub fn slot_values(slot: usize) -> (u64, u64) {
+    match schema_index(slot) {
+        None if slot == 0 => (0, 0),
+        None => ((1 << MAX_EXP) + 1, u64::MAX),
+        Some(0) => (1, 1),
+        Some(index) => {
+            let index = index as u32;
+            (floor_upper_edge(index - 1) + 1, floor_upper_edge(index))
+        }
     }
-    let exp = (index >> SUB_BITS) as u32 + SUB_BITS - 1;
-    bucket_low(index) + (1u64 << (exp - SUB_BITS))
+}
+
+/// Real edges of a slot in ns, `(low, high]` as Prometheus and OTel read
+/// them (the overflow slot's high edge is `u64::MAX`).
+pub fn slot_edges_ns(slot: usize) -> (f64, f64) {
+    match schema_index(slot) {
+        None if slot == 0 => (0.0, 0.0),
+        None => ((1u64 << MAX_EXP) as f64, u64::MAX as f64),
+        Some(index) => (edge_ns(index - 1), edge_ns(index)),
+    }
+}
+
+/// `2^(index/16)` in ns.
+fn edge_ns(index: i32) -> f64 {
+    let octave = index.div_euclid(BUCKETS_PER_OCTAVE as i32);
+    let k = index.rem_euclid(BUCKETS_PER_OCTAVE as i32) as usize;
+    let fraction = if k == 0 { 1.0 } else { FRACTIONS[k - 1] as f64 / (1u64 << 63) as f64 };
+    fraction * pow2(octave)
+}
+
+/// 2^e for a small exponent, without `f64::powi` (not in `core`).
+fn pow2(e: i32) -> f64 {
+    if e >= 0 { (1u64 << e) as f64 } else { 1.0 / (1u64 << -e) as f64 }
 }
 
 /// Latency distribution as the kernel keeps it: one per aggregation row and
@@ -163,8 +243,8 @@ impl LatencyHist {
         for (index, &count) in self.buckets.iter().enumerate() {
             seen += count;
             if seen >= rank {
-                let low = bucket_low(index);
-                let mid = low + (bucket_high(index) - low) / 2;
+                let (first, last) = slot_values(index);
+                let mid = first + last.saturating_sub(first) / 2;
                 return Some(if self.max_ns > 0 { mid.min(self.max_ns) } else { mid });
             }
         }
@@ -206,42 +286,97 @@ mod tests {
         assert_eq!(log2_u64(u64::MAX), 63);
     }
 
+    /// `2^(index/16)` from std's exp2, to check the integer constants
+    /// against an independent computation.
+    fn reference_edge(index: u32) -> f64 {
+        (index as f64 / 16.0).exp2()
+    }
+
     #[test]
-    fn buckets_tile_the_range_without_gaps() {
-        assert_eq!(bucket_low(0), 0);
-        for i in 0..NBUCKETS - 1 {
-            assert_eq!(bucket_high(i), bucket_low(i + 1), "gap after bucket {i}");
-            assert!(bucket_low(i) < bucket_high(i));
+    fn edges_are_the_integers_at_2_to_the_i_over_16() {
+        for index in 1..=MAX_INDEX {
+            let edge = floor_upper_edge(index);
+            let reference = reference_edge(index);
+            // The floor of the real edge (f64 is exact enough away from
+            // integers; the powers of two are exact).
+            assert_eq!(edge, reference.floor() as u64, "index {index}");
+            if edge == floor_upper_edge(index - 1) {
+                continue; // below 16 ns: a bucket that holds no integer
+            }
+            // Upper-inclusive: the edge itself is in bucket `index`, the
+            // next integer in a later one.
+            assert_eq!(schema_index(bucket_index(edge)), Some(index as i32), "edge of {index}");
+            let next = schema_index(bucket_index(edge + 1));
+            assert!(next.is_none_or(|n| n > index as i32), "{edge}+1 after bucket {index}");
         }
-        assert_eq!(NBUCKETS, 592);
+    }
+
+    #[test]
+    fn powers_of_two_close_their_bucket() {
+        for exp in 0..=MAX_EXP {
+            assert_eq!(schema_index(bucket_index(1 << exp)), Some((exp * 16) as i32), "2^{exp}");
+        }
+        // From 32 ns on, every bucket holds an integer.
+        for exp in 5..MAX_EXP {
+            assert_eq!(schema_index(bucket_index((1 << exp) + 1)), Some((exp * 16 + 1) as i32));
+        }
+        assert_eq!(bucket_index(0), 0);
+        assert_eq!(bucket_index((1 << MAX_EXP) + 1), OVERFLOW_SLOT);
+        assert_eq!(bucket_index(u64::MAX), OVERFLOW_SLOT);
+    }
+
+    #[test]
+    fn slots_tile_the_integers_without_gaps() {
+        let mut next = 0;
+        for slot in 0..NBUCKETS {
+            let (first, last) = slot_values(slot);
+            if first > last {
+                continue; // a bucket below 16 ns holding no integer
+            }
+            assert_eq!(first, next, "slot {slot}");
+            next = last.wrapping_add(1);
+        }
+        assert_eq!(next, 0, "the overflow slot ends at u64::MAX");
     }
 
     #[test]
     fn every_value_lands_in_its_bucket() {
-        for v in 0..5000u64 {
-            let i = bucket_index(v);
-            assert!(bucket_low(i) <= v && v < bucket_high(i), "{v} in {i}");
-        }
         let mut rng = Rng(42);
-        let limit = bucket_high(NBUCKETS - 1);
-        for _ in 0..200_000 {
-            let v = rng.next() >> (rng.next() % 64);
-            let i = bucket_index(v);
-            assert!(i < NBUCKETS);
-            if v < limit {
-                assert!(bucket_low(i) <= v && v < bucket_high(i), "{v} in {i}");
-            } else {
-                assert_eq!(i, NBUCKETS - 1, "{v} clamps into the last bucket");
+        for v in (0..5000u64).chain((0..200_000).map(|_| rng.next() >> (rng.next() % 64))) {
+            let slot = bucket_index(v);
+            assert!(slot < NBUCKETS);
+            let (first, last) = slot_values(slot);
+            assert!(first <= v && v <= last, "{v} in slot {slot}: [{first}, {last}]");
+            let (low, high) = slot_edges_ns(slot);
+            if let Some(index) = schema_index(slot) {
+                assert!(low < v as f64 && v as f64 <= high * (1.0 + 1e-15), "{v} in bucket {index}");
+                assert_eq!(slot_of_index(index), Some(slot));
             }
         }
     }
 
     #[test]
-    fn buckets_are_at_most_a_sixteenth_wide() {
-        for i in SUB_BUCKETS..NBUCKETS {
-            let (low, high) = (bucket_low(i), bucket_high(i));
-            assert!((high - low) * SUB_BUCKETS as u64 <= low, "bucket {i}: [{low}, {high})");
+    fn buckets_are_a_sixteenth_of_an_octave() {
+        for index in 1..=MAX_INDEX as i32 {
+            let (low, high) = slot_edges_ns(slot_of_index(index).unwrap());
+            assert!((high / low - reference_edge(1)).abs() < 1e-12, "bucket {index}");
         }
+    }
+
+    /// Two hosts' histograms merged equal the histogram of all their
+    /// samples, bucket for bucket: what lets a fleet add them up exactly.
+    #[test]
+    fn merged_hosts_equal_the_union() {
+        let mut rng = Rng(99);
+        let host_a: Vec<u64> = (0..5000).map(|_| rng.next() % 50_000_000).collect();
+        let host_b: Vec<u64> = (0..7000).map(|_| 1000 + rng.next() % 900_000).collect();
+        let (mut a, mut b, mut union) = (LatencyHist::zeroed(), LatencyHist::zeroed(), LatencyHist::zeroed());
+        host_a.iter().for_each(|&v| a.record(v));
+        host_b.iter().for_each(|&v| b.record(v));
+        host_a.iter().chain(&host_b).for_each(|&v| union.record(v));
+        a.merge(&b);
+        assert_eq!(a.buckets, union.buckets);
+        assert_eq!((a.samples, a.sum_ns, a.max_ns), (union.samples, union.sum_ns, union.max_ns));
     }
 
     fn exact_quantile(sorted: &[u64], ppm: u64) -> u64 {

@@ -23,8 +23,10 @@ use crate::{
 };
 
 pub const MAGIC: &[u8; 9] = b"TRACERCAP";
-/// The format this version writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format this version writes and the newest it reads. 2: histogram
+/// buckets are exponential (schema 4) and carry their index; format 1's
+/// log-linear buckets still read.
+pub const FORMAT_VERSION: u32 = 2;
 const FILE_HEADER_LEN: usize = MAGIC.len() + 4;
 const CHUNK_HEADER_LEN: usize = 12;
 
@@ -447,7 +449,7 @@ mod tests {
     fn round_trips() {
         let (bytes, _, whole) = complete_capture();
         assert_eq!(&bytes[..9], b"TRACERCAP");
-        assert_eq!(&bytes[9..13], &1u32.to_le_bytes());
+        assert_eq!(&bytes[9..13], &FORMAT_VERSION.to_le_bytes());
         let capture = read(&bytes).unwrap();
         assert_eq!(capture.header, header());
         assert_eq!(capture.system, Some(system()));
@@ -488,13 +490,37 @@ mod tests {
         assert!(read(b"hello").unwrap_err().to_string().contains("not a tracer capture"));
     }
 
+    /// A format-1 capture (log-linear buckets, no index) still reads, and
+    /// its intervals merge into exponential buckets holding the same counts,
+    /// each within one bucket of where it was.
+    #[test]
+    fn format_1_captures_still_read() {
+        let bytes = include_bytes!("../../fuzz/seeds/capture_reader/complete.cap");
+        assert_eq!(&bytes[9..13], &1u32.to_le_bytes());
+        let capture = read(bytes).unwrap();
+        let merged = merge_intervals(&capture.intervals);
+        let old: Vec<_> = capture.intervals.iter().flat_map(|r| r.block.iter()).collect();
+        assert!(!old.is_empty(), "the seed has block rows");
+        let old_total: u64 = old.iter().flat_map(|row| row.histogram.iter()).map(|b| b.count).sum();
+        let new_total: u64 = merged.block.iter().flat_map(|row| row.histogram.iter()).map(|b| b.count).sum();
+        assert_eq!(old_total, new_total);
+        for bucket in merged.block.iter().flat_map(|row| row.histogram.iter()) {
+            assert!(bucket.index.is_some(), "merged buckets are exponential: {bucket:?}");
+            let old_near = old.iter().flat_map(|row| row.histogram.iter()).any(|b| {
+                let mid = (b.low_us + b.high_us) / 2.0;
+                bucket.low_us < mid && mid <= bucket.high_us
+            });
+            assert!(old_near, "{bucket:?} holds a format-1 bucket's midpoint");
+        }
+    }
+
     #[test]
     fn newer_versions_are_refused() {
         let (mut bytes, _, _) = complete_capture();
-        bytes[9..13].copy_from_slice(&2u32.to_le_bytes());
+        bytes[9..13].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
         let err = read(&bytes).unwrap_err();
-        assert_eq!(err, CaptureError::NewerVersion(2));
-        assert!(err.to_string().contains("newer format version (2"), "{err}");
+        assert_eq!(err, CaptureError::NewerVersion(FORMAT_VERSION + 1));
+        assert!(err.to_string().contains(&format!("newer format version ({}", FORMAT_VERSION + 1)), "{err}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use tracer_common::hist::{LatencyHist, bucket_high, bucket_index, bucket_low};
+use tracer_common::hist::{self, LatencyHist};
 
 /// Everything one report says: a whole run, or one interval of it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -158,12 +158,19 @@ pub struct Percentiles {
     pub relative_error: f64,
 }
 
-/// One histogram bucket: `low_us <= latency < high_us`.
+/// One histogram bucket: `low_us < latency <= high_us` (upper edge
+/// inclusive, as Prometheus and OpenTelemetry read buckets).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Bucket {
     pub low_us: f64,
     pub high_us: f64,
     pub count: u64,
+    /// Exponential bucket index at schema 4: the bucket holds
+    /// `(2^((index-1)/16), 2^(index/16)]` ns. Absent for the zero bucket,
+    /// the overflow bucket, and in captures of format 1 (log-linear
+    /// buckets, `low_us <= latency < high_us`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<i32>,
 }
 
 /// One stack frame, resolved addr2line-style where possible.
@@ -627,10 +634,14 @@ pub fn buckets_of(hist: &LatencyHist) -> Vec<Bucket> {
         .iter()
         .enumerate()
         .filter(|(_, count)| **count > 0)
-        .map(|(index, &count)| Bucket {
-            low_us: ns_to_us(bucket_low(index)),
-            high_us: ns_to_us(bucket_high(index)),
-            count,
+        .map(|(slot, &count)| {
+            let (low_ns, high_ns) = hist::slot_edges_ns(slot);
+            Bucket {
+                low_us: low_ns / 1000.0,
+                high_us: high_ns / 1000.0,
+                count,
+                index: hist::schema_index(slot),
+            }
         })
         .collect()
 }
@@ -640,13 +651,28 @@ pub fn buckets_of(hist: &LatencyHist) -> Vec<Bucket> {
 pub fn hist_of(buckets: &[Bucket], sum_ns: u64, max_ns: u64) -> LatencyHist {
     let mut hist = LatencyHist::zeroed();
     for bucket in buckets {
-        let index = bucket_index((bucket.low_us * 1000.0).round() as u64);
-        hist.buckets[index] += bucket.count;
+        hist.buckets[slot_of(bucket)] += bucket.count;
         hist.samples += bucket.count;
     }
     hist.sum_ns = sum_ns;
     hist.max_ns = max_ns;
     hist
+}
+
+/// The slot a model bucket came from; format-1 buckets (log-linear, no
+/// index) go to the slot of their midpoint, within 2.2% of where they were.
+fn slot_of(bucket: &Bucket) -> usize {
+    if let Some(slot) = bucket.index.and_then(hist::slot_of_index) {
+        return slot;
+    }
+    if bucket.high_us <= 0.0 {
+        return 0;
+    }
+    let low_ns = bucket.low_us * 1000.0;
+    if low_ns >= (1u64 << hist::MAX_EXP) as f64 {
+        return hist::OVERFLOW_SLOT;
+    }
+    hist::bucket_index(((bucket.low_us + bucket.high_us) * 500.0) as u64)
 }
 
 impl Report {

@@ -331,7 +331,7 @@ fn delta(now: &BlockStats, before: &BlockStats) -> BlockStats {
 fn interval_max(hist: &tracer_common::hist::LatencyHist) -> u64 {
     let top = hist.buckets.iter().rposition(|&c| c > 0);
     match top {
-        Some(index) => tracer_common::hist::bucket_high(index).min(hist.max_ns.max(1)),
+        Some(slot) => tracer_common::hist::slot_values(slot).1.min(hist.max_ns.max(1)),
         None => 0,
     }
 }

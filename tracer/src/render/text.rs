@@ -504,7 +504,7 @@ mod tests {
     use super::*;
 
     fn b(low_us: f64, high_us: f64, count: u64) -> Bucket {
-        Bucket { low_us, high_us, count }
+        Bucket { low_us, high_us, count, index: None }
     }
 
     #[test]
