@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "tracer",
-    version,
+    version = crate::build_info::LONG_VERSION,
     about = "eBPF tracing for Linux memory and I/O latency forensics",
     long_about = "eBPF tracing for Linux memory and I/O latency forensics.\n\n\
                   trace, record and probes need root (or CAP_BPF + CAP_PERFMON); report \

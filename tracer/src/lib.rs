@@ -5,6 +5,7 @@
 //! [`render`]ers print and the [`capture`] writer records; [`replay`]
 //! renders a recorded capture anywhere.
 
+pub mod build_info;
 pub mod capture;
 pub mod cli;
 pub mod families;
