@@ -1,10 +1,9 @@
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use tracer::{cli, session};
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::parse();
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
