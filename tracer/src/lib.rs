@@ -14,6 +14,7 @@ pub mod merge;
 pub mod model;
 pub mod render;
 pub mod replay;
+pub mod report_output;
 pub mod session;
 pub mod symbolize;
 
