@@ -297,8 +297,8 @@ impl From<io::Error> for StreamError {
 }
 
 /// Reads a capture chunk by chunk, handing each interval report to
-/// `on_interval` as it comes: memory stays that of one chunk plus the
-/// merged whole-run report, however long the capture. A corrupt chunk after
+/// `on_interval` as it comes, so that memory does not grow with the
+/// capture (see `merge` below). A corrupt chunk after
 /// the header is skipped (recorded in [`Capture::damage`]) and reading goes
 /// on from the next intact chunk, found by its kind and checksum. Files
 /// that are not captures are refused after their first 13 bytes. Never
@@ -339,7 +339,7 @@ pub fn read_stream<R: io::Read + io::Seek>(
     }
 
     // Whether the header chunk was read (it must come first).
-    let mut header: Option<()> = None;
+    let mut have_header = false;
     let mut capture = Capture {
         header: CaptureHeader::default(),
         system: None,
@@ -363,9 +363,7 @@ pub fn read_stream<R: io::Read + io::Seek>(
             // An incomplete chunk at the end is where the writer stopped;
             // unless intact chunks follow: then its length was corrupt.
             ChunkRead::Incomplete(read) => {
-                if header.is_some()
-                    && let Some(next) = resynchronise(&mut input, at)?
-                {
+                if have_header && let Some(next) = resynchronise(&mut input, at)? {
                     let why = "a length that runs past the end of the file".to_string();
                     capture.damage.push(Damage { at, why, resumed_at: Some(next), lost_intervals: None });
                     at = next;
@@ -374,7 +372,7 @@ pub fn read_stream<R: io::Read + io::Seek>(
                 capture.file_bytes = at + read;
                 break;
             }
-            ChunkRead::Corrupt(why) if header.is_none() => {
+            ChunkRead::Corrupt(why) if !have_header => {
                 return Err(StreamError::Capture(CaptureError::Corrupt { at, why }));
             }
             ChunkRead::Corrupt(why) => {
@@ -396,13 +394,13 @@ pub fn read_stream<R: io::Read + io::Seek>(
         at += CHUNK_HEADER_LEN + payload.len();
         let name = String::from_utf8_lossy(&kind).into_owned();
         let corrupt = |why: String| StreamError::Capture(CaptureError::Corrupt { at: chunk_at, why });
-        if header.is_none() && kind != HEADER {
+        if !have_header && kind != HEADER {
             return Err(corrupt(format!("the first chunk is {name}, not the header")));
         }
         match parse_chunk(kind, &payload) {
             Ok(Item::Header(h)) => {
                 capture.header = *h;
-                header = Some(());
+                have_header = true;
             }
             Ok(Item::SystemStart(system)) => capture.system = Some(*system),
             Ok(Item::Interval(report)) => {
@@ -418,7 +416,7 @@ pub fn read_stream<R: io::Read + io::Seek>(
             Ok(Item::Unknown) => capture.skipped.push(name),
             // Intact (the checksum matched) but not what this version can
             // read: the header is needed, anything else is damage to skip.
-            Err(why) if header.is_none() => return Err(corrupt(why)),
+            Err(why) if !have_header => return Err(corrupt(why)),
             Err(why) => {
                 capture.damage.push(Damage { at: chunk_at, why, resumed_at: Some(at), lost_intervals: None })
             }
@@ -431,7 +429,9 @@ pub fn read_stream<R: io::Read + io::Seek>(
         let here = input.stream_position()? as usize;
         capture.file_bytes = input.seek(io::SeekFrom::End(0))?.max(here as u64) as usize;
     }
-    header.ok_or(StreamError::Capture(CaptureError::NoHeader))?;
+    if !have_header {
+        return Err(StreamError::Capture(CaptureError::NoHeader));
+    }
     Ok(capture)
 }
 
