@@ -32,8 +32,13 @@ pub fn ensure_tools() -> Result<()> {
         }
         util::require_root(&format!("the static release build needs musl-gcc: `{install}`"))?;
         println!("xtask: installing Debian's musl-tools (musl-gcc, for the static release binary)");
-        util::run(Command::new("apt-get").args(["install", "-y", "musl-tools"]), install)
-            .context("installing musl-tools (try `apt-get update` first)")?;
+        let installed = Command::new("apt-get").args(["install", "-y", "musl-tools"]).status();
+        if !installed.is_ok_and(|s| s.success()) {
+            // A fresh machine's package lists may be missing or stale.
+            println!("xtask: apt-get install failed; updating the package lists and trying again");
+            util::run(Command::new("apt-get").arg("update"), "apt-get update")?;
+            util::run(Command::new("apt-get").args(["install", "-y", "musl-tools"]), install)?;
+        }
     }
     Ok(())
 }
