@@ -18,6 +18,7 @@ fn main() -> anyhow::Result<()> {
     let root_dir =
         ebpf.manifest_path.parent().ok_or_else(|| anyhow!("tracer-ebpf manifest has no parent"))?.to_string();
 
+    emit_build_info();
     let linker = find_bpf_linker(metadata.target_directory.as_std_path())?;
     println!("cargo:rerun-if-changed={}", linker.display());
     println!("cargo:rerun-if-env-changed=TRACER_BPF_LINKER");
@@ -34,6 +35,37 @@ fn main() -> anyhow::Result<()> {
         aya_build::Toolchain::default(),
     )
     .with_context(|| format!("building the kernel programs failed; if tools are missing, {SETUP_HINT}"))
+}
+
+/// How this binary was built, for `tracer --version` and captures
+/// (`crate::build_info`): the git commit and the target.
+fn emit_build_info() {
+    let target = env::var("TARGET").unwrap_or_default();
+    println!("cargo:rerun-if-env-changed=TRACER_GIT_COMMIT");
+    let commit = env::var("TRACER_GIT_COMMIT").ok().or_else(git_commit).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=TRACER_GIT_COMMIT={commit}");
+    println!("cargo:rustc-env=TRACER_TARGET={target}");
+}
+
+/// The checked-out commit (short), and rebuild triggers for when it moves;
+/// None outside a git checkout (a source tarball).
+fn git_commit() -> Option<String> {
+    let git = |args: &[&str]| {
+        let out = Command::new("git").args(args).output().ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"])?;
+    // HEAD itself (a branch switch) and the branch's ref (a commit); in a
+    // worktree both live under the worktree's own git directory.
+    let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+    let branch_ref = branch.and_then(|b| git(&["rev-parse", "--git-path", &b]));
+    for path in [git(&["rev-parse", "--git-path", "HEAD"]), branch_ref].into_iter().flatten() {
+        println!("cargo:rerun-if-changed={path}");
+    }
+    if let Some(packed) = git(&["rev-parse", "--git-common-dir"]) {
+        println!("cargo:rerun-if-changed={packed}/packed-refs");
+    }
+    Some(commit)
 }
 
 /// `TRACER_BPF_LINKER`, else the one `cargo xtask setup` installs under the

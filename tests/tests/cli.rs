@@ -62,6 +62,38 @@ fn bad_duration_and_unwritable_output_are_errors() {
     assert!(done.stderr.contains("cannot write the report"), "{}", done.stderr);
 }
 
+#[test]
+fn absurd_negative_and_misfit_durations_are_usage_errors() {
+    require_root();
+    for (args, says) in [
+        (&["--duration", "99999999999999999999s"][..], "too long"),
+        (&["--duration", "-5s"], "`-5s` is negative: give how long, e.g. 5s"),
+        (&["--interval", "-1s"], "negative"),
+        (&["--slow-io", "99999999999999999999h"], "too long"),
+        (&["--duration", "2s", "--interval", "5s"], "--interval 5s is longer than --duration 2s"),
+    ] {
+        let done = run_tracer(&[&["trace", "block"], args].concat());
+        assert_eq!(done.status.code(), Some(2), "{args:?}: a usage error, not a panic: {}", done.stderr);
+        assert!(done.stderr.contains(says), "{args:?}: {}", done.stderr);
+        assert!(!done.stderr.contains("panicked") && done.stdout.is_empty(), "{}", done.stderr);
+    }
+}
+
+#[test]
+fn probes_as_non_root_says_it_needs_root() {
+    require_root();
+    let copy = std::env::temp_dir().join(format!("tracer-probes-nonroot-{}", std::process::id()));
+    std::fs::copy(tracer_bin(), &copy).unwrap();
+    let done = run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"])
+        .arg(&copy)
+        .arg("probes"));
+    let _ = std::fs::remove_file(&copy);
+    assert_eq!(done.status.code(), Some(1), "{}", done.stderr);
+    assert!(done.stderr.contains("needs root"), "{}", done.stderr);
+    assert!(!done.stderr.contains("not mounted"), "{}", done.stderr);
+}
+
 /// In a private mount namespace (so parallel tests keep their tracefs),
 /// unmount tracefs: tracer mounts it itself and says so.
 #[test]

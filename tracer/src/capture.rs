@@ -13,12 +13,15 @@
 //! the end marker), so a capture cut short by SIGKILL or a crash still
 //! reads up to its last complete chunk.
 
-use std::{fmt, io};
+use std::{
+    fmt,
+    io::{self, Read as _, Seek as _},
+};
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    merge::merge_intervals,
+    merge::Merger,
     model::{FamilyStatus, Host, MemoryState, Report, SystemContext, Window},
 };
 
@@ -123,7 +126,9 @@ impl<W: io::Write> CaptureWriter<W> {
     pub fn write(&mut self, chunk: Chunk<'_>) -> io::Result<()> {
         let payload = chunk.payload()?;
         let length = u32::try_from(payload.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "chunk larger than 4 GiB"))?;
+            .ok()
+            .filter(|&l| l <= MAX_CHUNK_LEN)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "chunk larger than 256 MiB"))?;
         let mut bytes = Vec::with_capacity(CHUNK_HEADER_LEN + payload.len());
         bytes.extend_from_slice(&chunk.kind());
         bytes.extend_from_slice(&length.to_le_bytes());
@@ -187,12 +192,15 @@ impl fmt::Display for CaptureError {
 
 impl std::error::Error for CaptureError {}
 
-/// A capture as read: everything up to its last complete chunk.
+/// A capture as read: everything up to its last complete chunk, minus
+/// what corrupt chunks took.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Capture {
     pub header: CaptureHeader,
     pub system: Option<SystemContext>,
     pub system_end: Option<MemoryState>,
+    /// The interval reports, when read with [`read`]; [`read_stream`] hands
+    /// them out one by one instead and keeps none.
     pub intervals: Vec<Report>,
     pub final_report: Option<Report>,
     /// Absent when the capture was cut short (killed, crashed, disk full).
@@ -202,29 +210,138 @@ pub struct Capture {
     pub file_bytes: usize,
     /// Kinds of chunks this version does not know, skipped.
     pub skipped: Vec<String>,
+    /// Corrupt stretches skipped, in file order.
+    pub damage: Vec<Damage>,
+    /// Interval reports read, and the seconds into the run they reach.
+    pub interval_count: usize,
+    covered_s: f64,
+    /// The intervals merged, for a whole-run report when the final one is
+    /// missing (when asked for: see [`read_stream`]).
+    merged: Option<Merger>,
+    /// The next interval index expected, to see which ones were lost.
+    next_interval: Option<u64>,
 }
 
-/// Reads a capture. Never panics, whatever the bytes.
+/// A corrupt stretch of a capture, skipped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Damage {
+    /// Where the corrupt chunk starts.
+    pub at: usize,
+    pub why: String,
+    /// Where reading went on (the next intact chunk), or None when no
+    /// intact chunk follows.
+    pub resumed_at: Option<usize>,
+    /// Interval reports missing because of it (first..=last index), when
+    /// later intervals show the gap.
+    pub lost_intervals: Option<(u64, u64)>,
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "corrupt chunk at byte {} ({}): ", self.at, self.why)?;
+        match self.resumed_at {
+            Some(next) => write!(f, "skipped bytes {}..{} up to the next intact chunk", self.at, next)?,
+            None => write!(f, "no intact chunk follows; everything after byte {} is lost", self.at)?,
+        }
+        match self.lost_intervals {
+            Some((a, b)) if a == b => write!(f, "; interval report {} is lost", a + 1),
+            Some((a, b)) => write!(f, "; interval reports {}-{} are lost", a + 1, b + 1),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The largest chunk a capture may hold (the writer refuses larger ones):
+/// a length above it is corruption, and reading never buffers more.
+pub const MAX_CHUNK_LEN: u32 = 256 << 20;
+
+/// Reads a capture held in memory. Never panics, whatever the bytes.
 pub fn read(bytes: &[u8]) -> Result<Capture, CaptureError> {
+    let mut intervals = Vec::new();
+    let mut capture = read_stream(io::Cursor::new(bytes), true, |_, r| {
+        intervals.push(r);
+        Ok(())
+    })
+    .map_err(|e| match e {
+        StreamError::Capture(e) => e,
+        StreamError::Io(e) => CaptureError::Corrupt { at: 0, why: e.to_string() },
+        StreamError::Consumer(e) => CaptureError::Corrupt { at: 0, why: e.to_string() },
+    })?;
+    capture.intervals = intervals;
+    Ok(capture)
+}
+
+/// Why [`read_stream`] stopped.
+#[derive(Debug)]
+pub enum StreamError {
+    Capture(CaptureError),
+    Io(io::Error),
+    /// The interval consumer failed.
+    Consumer(anyhow::Error),
+}
+
+impl fmt::Display for StreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamError::Capture(e) => e.fmt(f),
+            StreamError::Io(e) => write!(f, "reading failed: {e}"),
+            StreamError::Consumer(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for StreamError {}
+
+impl From<io::Error> for StreamError {
+    fn from(e: io::Error) -> Self {
+        StreamError::Io(e)
+    }
+}
+
+/// Reads a capture chunk by chunk, handing each interval report to
+/// `on_interval` as it comes, so that memory does not grow with the
+/// capture (see `merge` below). A corrupt chunk after
+/// the header is skipped (recorded in [`Capture::damage`]) and reading goes
+/// on from the next intact chunk, found by its kind and checksum. Files
+/// that are not captures are refused after their first 13 bytes. Never
+/// panics, whatever the bytes.
+///
+/// With `merge`, the intervals are also merged as they come, for
+/// [`Capture::whole_report`] when the final report is missing; without,
+/// memory stays that of one chunk (read again with `merge` if
+/// [`Capture::needs_merge`]).
+pub fn read_stream<R: io::Read + io::Seek>(
+    input: R,
+    merge: bool,
+    mut on_interval: impl FnMut(&Capture, Report) -> anyhow::Result<()>,
+) -> Result<Capture, StreamError> {
+    let mut input = io::BufReader::with_capacity(1 << 16, input);
+    let mut start = [0u8; FILE_HEADER_LEN];
+    let got = read_up_to(&mut input, &mut start)?;
+    let bytes = &start[..got];
     if bytes.is_empty() {
-        return Err(CaptureError::Empty);
+        return Err(StreamError::Capture(CaptureError::Empty));
     }
     let magic_len = MAGIC.len().min(bytes.len());
     if bytes[..magic_len] != MAGIC[..magic_len] {
-        return Err(CaptureError::NotACapture);
+        return Err(StreamError::Capture(CaptureError::NotACapture));
     }
     let Some(version) = bytes.get(MAGIC.len()..FILE_HEADER_LEN) else {
-        return Err(CaptureError::NoHeader);
+        return Err(StreamError::Capture(CaptureError::NoHeader));
     };
     let version = u32::from_le_bytes(version.try_into().expect("4 bytes"));
     if version > FORMAT_VERSION {
-        return Err(CaptureError::NewerVersion(version));
+        return Err(StreamError::Capture(CaptureError::NewerVersion(version)));
     }
     if version == 0 {
-        return Err(CaptureError::Corrupt { at: MAGIC.len(), why: "format version 0".into() });
+        return Err(StreamError::Capture(CaptureError::Corrupt {
+            at: MAGIC.len(),
+            why: "format version 0".into(),
+        }));
     }
 
-    let mut header = None;
+    // Whether the header chunk was read (it must come first).
+    let mut have_header = false;
     let mut capture = Capture {
         header: CaptureHeader::default(),
         system: None,
@@ -233,55 +350,246 @@ pub fn read(bytes: &[u8]) -> Result<Capture, CaptureError> {
         final_report: None,
         end: None,
         complete_bytes: FILE_HEADER_LEN,
-        file_bytes: bytes.len(),
+        file_bytes: FILE_HEADER_LEN,
         skipped: Vec::new(),
+        damage: Vec::new(),
+        interval_count: 0,
+        covered_s: 0.0,
+        merged: merge.then(Merger::default),
+        next_interval: Some(0),
     };
     let mut at = FILE_HEADER_LEN;
     while capture.end.is_none() {
-        // An incomplete chunk at the end is where the writer stopped.
-        let Some(chunk_header) = bytes.get(at..at + CHUNK_HEADER_LEN) else {
-            break;
+        let (kind, payload) = match read_chunk(&mut input)? {
+            ChunkRead::Intact(kind, payload) => (kind, payload),
+            // An incomplete chunk at the end is where the writer stopped;
+            // unless intact chunks follow: then its length was corrupt.
+            ChunkRead::Incomplete(read) => {
+                if have_header && let Some(next) = resynchronise(&mut input, at)? {
+                    let why = "a length that runs past the end of the file".to_string();
+                    capture.damage.push(Damage { at, why, resumed_at: Some(next), lost_intervals: None });
+                    at = next;
+                    continue;
+                }
+                capture.file_bytes = at + read;
+                break;
+            }
+            ChunkRead::Corrupt(why) if !have_header => {
+                return Err(StreamError::Capture(CaptureError::Corrupt { at, why }));
+            }
+            ChunkRead::Corrupt(why) => {
+                let resumed_at = resynchronise(&mut input, at)?;
+                capture.damage.push(Damage { at, why, resumed_at, lost_intervals: None });
+                match resumed_at {
+                    Some(next) => {
+                        at = next;
+                        continue;
+                    }
+                    None => {
+                        capture.file_bytes = input.seek(io::SeekFrom::End(0))? as usize;
+                        break;
+                    }
+                }
+            }
         };
-        let kind: [u8; 4] = chunk_header[0..4].try_into().expect("4 bytes");
-        let length = u32::from_le_bytes(chunk_header[4..8].try_into().expect("4 bytes"));
-        let crc = u32::from_le_bytes(chunk_header[8..12].try_into().expect("4 bytes"));
-        let start = at + CHUNK_HEADER_LEN;
-        let Some(payload) = start.checked_add(length as usize).and_then(|end| bytes.get(start..end)) else {
-            break;
-        };
-        let corrupt = |why: String| CaptureError::Corrupt { at, why };
-        if chunk_crc(kind, length, payload) != crc {
-            return Err(corrupt("checksum mismatch".into()));
-        }
+        let chunk_at = at;
+        at += CHUNK_HEADER_LEN + payload.len();
         let name = String::from_utf8_lossy(&kind).into_owned();
-        let parse_error = |e: serde_json::Error| corrupt(format!("{name} chunk does not parse ({e})"));
-        if header.is_none() && kind != HEADER {
+        let corrupt = |why: String| StreamError::Capture(CaptureError::Corrupt { at: chunk_at, why });
+        if !have_header && kind != HEADER {
             return Err(corrupt(format!("the first chunk is {name}, not the header")));
         }
-        match kind {
-            HEADER => header = Some(serde_json::from_slice(payload).map_err(parse_error)?),
-            SYSTEM_START => capture.system = Some(serde_json::from_slice(payload).map_err(parse_error)?),
-            INTERVAL => capture.intervals.push(serde_json::from_slice(payload).map_err(parse_error)?),
-            SYSTEM_END => capture.system_end = Some(serde_json::from_slice(payload).map_err(parse_error)?),
-            FINAL => capture.final_report = Some(serde_json::from_slice(payload).map_err(parse_error)?),
-            END => capture.end = Some(serde_json::from_slice(payload).map_err(parse_error)?),
-            _ => capture.skipped.push(name),
+        match parse_chunk(kind, &payload) {
+            Ok(Item::Header(h)) => {
+                capture.header = *h;
+                have_header = true;
+            }
+            Ok(Item::SystemStart(system)) => capture.system = Some(*system),
+            Ok(Item::Interval(report)) => {
+                capture.note_interval(&report);
+                if let Some(merged) = &mut capture.merged {
+                    merged.add(&report);
+                }
+                on_interval(&capture, *report).map_err(StreamError::Consumer)?;
+            }
+            Ok(Item::SystemEnd(state)) => capture.system_end = Some(*state),
+            Ok(Item::Final(report)) => capture.final_report = Some(*report),
+            Ok(Item::End(end)) => capture.end = Some(end),
+            Ok(Item::Unknown) => capture.skipped.push(name),
+            // Intact (the checksum matched) but not what this version can
+            // read: the header is needed, anything else is damage to skip.
+            Err(why) if !have_header => return Err(corrupt(why)),
+            Err(why) => {
+                capture.damage.push(Damage { at: chunk_at, why, resumed_at: Some(at), lost_intervals: None })
+            }
         }
-        at = start + payload.len();
         capture.complete_bytes = at;
+        capture.file_bytes = at;
     }
-    capture.header = header.ok_or(CaptureError::NoHeader)?;
+    if capture.end.is_some() {
+        // Whatever follows the end marker is not read; say how much there is.
+        let here = input.stream_position()? as usize;
+        capture.file_bytes = input.seek(io::SeekFrom::End(0))?.max(here as u64) as usize;
+    }
+    if !have_header {
+        return Err(StreamError::Capture(CaptureError::NoHeader));
+    }
     Ok(capture)
 }
 
+/// A chunk's payload, parsed.
+enum Item {
+    Header(Box<CaptureHeader>),
+    SystemStart(Box<SystemContext>),
+    Interval(Box<Report>),
+    SystemEnd(Box<MemoryState>),
+    Final(Box<Report>),
+    End(CaptureEnd),
+    Unknown,
+}
+
+fn parse_chunk(kind: [u8; 4], payload: &[u8]) -> Result<Item, String> {
+    fn json<T: serde::de::DeserializeOwned>(kind: [u8; 4], payload: &[u8]) -> Result<Box<T>, String> {
+        serde_json::from_slice(payload)
+            .map_err(|e| format!("{} chunk does not parse ({e})", String::from_utf8_lossy(&kind)))
+    }
+    Ok(match kind {
+        HEADER => Item::Header(json(kind, payload)?),
+        SYSTEM_START => Item::SystemStart(json(kind, payload)?),
+        INTERVAL => Item::Interval(json(kind, payload)?),
+        SYSTEM_END => Item::SystemEnd(json(kind, payload)?),
+        FINAL => Item::Final(json(kind, payload)?),
+        END => Item::End(*json(kind, payload)?),
+        _ => Item::Unknown,
+    })
+}
+
+enum ChunkRead {
+    Intact([u8; 4], Vec<u8>),
+    /// The file ends inside the chunk, after this many of its bytes.
+    Incomplete(usize),
+    Corrupt(String),
+}
+
+/// Fills `buf` as far as the input goes; returns how much it read.
+fn read_up_to(input: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// The chunk at the reader's position. Never buffers more than
+/// [`MAX_CHUNK_LEN`], whatever length the chunk claims.
+fn read_chunk(input: &mut impl io::Read) -> io::Result<ChunkRead> {
+    let mut head = [0u8; CHUNK_HEADER_LEN];
+    let got = read_up_to(input, &mut head)?;
+    if got < CHUNK_HEADER_LEN {
+        return Ok(ChunkRead::Incomplete(got));
+    }
+    let kind: [u8; 4] = head[0..4].try_into().expect("4 bytes");
+    let length = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+    if length > MAX_CHUNK_LEN {
+        return Ok(ChunkRead::Corrupt(format!("a length of {length} bytes, more than any chunk holds")));
+    }
+    let mut payload = Vec::new();
+    let got = io::Read::take(&mut *input, u64::from(length)).read_to_end(&mut payload)?;
+    if got < length as usize {
+        return Ok(ChunkRead::Incomplete(CHUNK_HEADER_LEN + got));
+    }
+    if chunk_crc(kind, length, &payload) != crc {
+        return Ok(ChunkRead::Corrupt("checksum mismatch".into()));
+    }
+    Ok(ChunkRead::Intact(kind, payload))
+}
+
+const KNOWN_KINDS: [[u8; 4]; 6] = [HEADER, SYSTEM_START, INTERVAL, SYSTEM_END, FINAL, END];
+
+/// After a corrupt chunk at `corrupt_at`: the offset of the next intact
+/// chunk (a known kind whose checksum matches), positioned there, or None.
+/// A chunk is never longer than [`MAX_CHUNK_LEN`], so the next one starts
+/// within that distance: the search goes no further (an endless input
+/// cannot keep it reading).
+fn resynchronise<R: io::Read + io::Seek>(
+    input: &mut io::BufReader<R>,
+    corrupt_at: usize,
+) -> io::Result<Option<usize>> {
+    let limit = corrupt_at as u64 + (CHUNK_HEADER_LEN as u64) * 2 + u64::from(MAX_CHUNK_LEN);
+    let mut window_start = corrupt_at as u64 + 1;
+    const WINDOW: usize = 1 << 16;
+    let mut window = vec![0u8; WINDOW + 3];
+    while window_start < limit {
+        input.seek(io::SeekFrom::Start(window_start))?;
+        let got = read_up_to(input, &mut window)?;
+        if got < 4 {
+            return Ok(None);
+        }
+        for offset in 0..got - 3 {
+            let candidate: [u8; 4] = window[offset..offset + 4].try_into().expect("4 bytes");
+            if !KNOWN_KINDS.contains(&candidate) {
+                continue;
+            }
+            let at = window_start + offset as u64;
+            input.seek(io::SeekFrom::Start(at))?;
+            if let ChunkRead::Intact(..) = read_chunk(input)? {
+                input.seek(io::SeekFrom::Start(at))?;
+                return Ok(Some(at as usize));
+            }
+        }
+        if got < window.len() {
+            return Ok(None);
+        }
+        window_start += WINDOW as u64;
+    }
+    Ok(None)
+}
+
 impl Capture {
+    /// Counts an interval and sees whether intervals before it were lost.
+    fn note_interval(&mut self, report: &Report) {
+        self.interval_count += 1;
+        self.covered_s = report.window.offset_s + report.window.duration_s;
+        let Some(index) = report.window.interval else { return };
+        if let Some(expected) = self.next_interval
+            && index > expected
+            && let Some(damage) = self.damage.last_mut()
+            && damage.lost_intervals.is_none()
+        {
+            damage.lost_intervals = Some((expected, index - 1));
+        }
+        self.next_interval = Some(index + 1);
+    }
+
+    /// The whole-run report must be rebuilt from the intervals, and they
+    /// were read without merging them.
+    pub fn needs_merge(&self) -> bool {
+        self.final_report.is_none() && self.merged.is_none()
+    }
+
     pub fn cut_short(&self) -> bool {
         self.end.is_none()
     }
 
     /// Seconds into the run that the complete intervals cover.
     pub fn covered_s(&self) -> f64 {
-        self.intervals.last().map_or(0.0, |r| r.window.offset_s + r.window.duration_s)
+        self.covered_s
+    }
+
+    /// What `report` says on stderr about corrupt chunks skipped.
+    pub fn damage_notices(&self) -> Vec<String> {
+        let whole = if self.final_report.is_some() {
+            "the whole-run report is intact"
+        } else {
+            "the whole-run report is rebuilt from the intervals that are left"
+        };
+        self.damage.iter().map(|d| format!("{d}; {whole}")).collect()
     }
 
     /// What `report` says on stderr about a capture cut short.
@@ -298,7 +606,7 @@ impl Capture {
         let whole = if self.final_report.is_some() {
             "its whole-run report is complete".to_string()
         } else {
-            format!("the whole-run report is rebuilt from {}", complete_intervals(self.intervals.len()))
+            format!("the whole-run report is rebuilt from {}", complete_intervals(self.interval_count))
         };
         Some(format!(
             "the capture was cut short {:.1}s into a {:.1}s run (at {}): it ends after byte {}{partial}; {whole}",
@@ -310,13 +618,13 @@ impl Capture {
     }
 
     /// The whole-run report: the one `record` printed, or, when the capture
-    /// was cut short before it, the complete intervals merged.
+    /// lost it (cut short, or a corrupt chunk), the intervals merged.
     pub fn whole_report(&self) -> Report {
         if let Some(report) = &self.final_report {
             return report.clone();
         }
         let h = &self.header;
-        let mut report = merge_intervals(&self.intervals);
+        let mut report = self.merged.clone().unwrap_or_default().finish();
         report.tool = h.tool.clone();
         report.version = h.version.clone();
         report.host = h.host.clone();
@@ -328,11 +636,16 @@ impl Capture {
             interval: None,
         };
         report.system = self.system.clone().map(|s| SystemContext { end: self.system_end.clone(), ..s });
-        report.warnings.push(format!(
-            "rebuilt from {} of a capture cut short {:.1}s into the run",
-            complete_intervals(self.intervals.len()),
-            self.covered_s()
-        ));
+        if self.cut_short() {
+            report.warnings.push(format!(
+                "rebuilt from {} of a capture cut short {:.1}s into the run",
+                complete_intervals(self.interval_count),
+                self.covered_s()
+            ));
+        }
+        for damage in &self.damage {
+            report.warnings.push(format!("rebuilt without what a {damage}"));
+        }
         report
     }
 }
@@ -361,7 +674,10 @@ pub fn utc(unix_s: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{BlockRow, KernelInfo, Percentiles};
+    use crate::{
+        merge::merge_intervals,
+        model::{BlockRow, KernelInfo, Percentiles},
+    };
 
     fn header() -> CaptureHeader {
         CaptureHeader {
@@ -570,32 +886,93 @@ mod tests {
         assert!(notice.contains("2026-11-18"), "{notice}");
     }
 
+    /// A flipped bit in the header chunk loses the capture; anywhere else
+    /// it loses that chunk only: reading goes on from the next one, and a
+    /// lost interval is named.
     #[test]
-    fn a_flipped_bit_is_a_corrupt_chunk() {
-        let (bytes, starts, _) = complete_capture();
+    fn a_flipped_bit_loses_only_its_chunk() {
+        let (bytes, starts, whole) = complete_capture();
         for (i, &start) in starts.iter().enumerate() {
             let end = starts.get(i + 1).copied().unwrap_or(bytes.len());
             // Kind, checksum and payload bytes (the length is below).
             for at in (start..start + 4).chain(start + 8..end) {
                 let mut flipped = bytes.clone();
                 flipped[at] ^= 0x10;
-                let err = read(&flipped).unwrap_err();
+                if i == 0 {
+                    let err = read(&flipped).unwrap_err();
+                    assert_eq!(err, CaptureError::Corrupt { at: start, why: "checksum mismatch".into() });
+                    assert!(err.to_string().contains(&format!("corrupt chunk at byte {start}")), "{err}");
+                    continue;
+                }
+                let capture = read(&flipped).unwrap_or_else(|e| panic!("flip at {at}: {e}"));
+                let resumed = (end < bytes.len()).then_some(end);
+                let damage = Damage {
+                    at: start,
+                    why: "checksum mismatch".into(),
+                    resumed_at: resumed,
+                    lost_intervals: None,
+                };
+                let lost_interval = (2..=4).contains(&i).then(|| i as u64 - 2);
+                assert_eq!(capture.damage.len(), 1, "flip at {at}");
+                assert_eq!(capture.damage[0].at, damage.at);
+                assert_eq!(capture.damage[0].resumed_at, damage.resumed_at);
+                // The last interval's loss shows in no later interval.
+                let shown = lost_interval.filter(|&k| k < 2).map(|k| (k, k));
+                assert_eq!(capture.damage[0].lost_intervals, shown, "flip at {at}");
+                assert_eq!(capture.intervals.len(), 3 - usize::from(lost_interval.is_some()));
                 assert_eq!(
-                    err,
-                    CaptureError::Corrupt { at: start, why: "checksum mismatch".into() },
-                    "flip at {at}"
+                    capture.end.is_some(),
+                    resumed.is_some(),
+                    "only the end marker's loss cuts it short"
                 );
-                assert!(err.to_string().contains(&format!("corrupt chunk at byte {start}")), "{err}");
+                if i != 6 {
+                    assert_eq!(capture.whole_report(), whole, "the final report is intact: flip at {at}");
+                } else {
+                    let rebuilt = capture.whole_report();
+                    assert_eq!(rebuilt.block[0].count, 33, "rebuilt from all intervals");
+                    assert!(
+                        rebuilt
+                            .warnings
+                            .iter()
+                            .any(|w| w.contains(&format!("corrupt chunk at byte {start}")))
+                    );
+                }
+                let notice = &capture.damage_notices()[0];
+                assert!(
+                    notice.starts_with(&format!("corrupt chunk at byte {start} (checksum mismatch)")),
+                    "{notice}"
+                );
             }
         }
     }
 
-    /// A flipped length either breaks the checksum or points past the end
-    /// (where a cut-short capture ends too): never a silent misread.
+    #[test]
+    fn damage_says_what_was_lost() {
+        let lost = |lost_intervals| Damage {
+            at: 700,
+            why: "checksum mismatch".into(),
+            resumed_at: Some(900),
+            lost_intervals,
+        };
+        assert_eq!(
+            lost(Some((2, 2))).to_string(),
+            "corrupt chunk at byte 700 (checksum mismatch): skipped bytes 700..900 up to the next intact chunk; \
+             interval report 3 is lost"
+        );
+        assert!(lost(Some((2, 4))).to_string().ends_with("interval reports 3-5 are lost"));
+        let tail = Damage { resumed_at: None, ..lost(None) };
+        assert!(
+            tail.to_string().ends_with("no intact chunk follows; everything after byte 700 is lost"),
+            "{tail}"
+        );
+    }
+
+    /// A flipped length breaks the checksum or points past the end: the
+    /// chunk is lost, never misread, and the chunks after it are found.
     #[test]
     fn a_flipped_length_is_never_read_as_complete() {
         let (bytes, starts, _) = complete_capture();
-        for &start in &starts {
+        for (i, &start) in starts.iter().enumerate() {
             for at in start + 4..start + 8 {
                 for bit in 0..8 {
                     let mut flipped = bytes.clone();
@@ -603,11 +980,53 @@ mod tests {
                     match read(&flipped) {
                         Err(CaptureError::Corrupt { at: where_, .. }) => assert_eq!(where_, start),
                         Err(e) => assert_eq!(e, CaptureError::NoHeader, "flip at {at}"),
+                        Ok(capture) if i + 1 < starts.len() => {
+                            assert_eq!(capture.damage[0].at, start, "flip at {at}");
+                            assert_eq!(capture.damage[0].resumed_at, Some(starts[i + 1]), "flip at {at}");
+                            assert!(!capture.cut_short(), "flip at {at}");
+                        }
                         Ok(capture) => assert!(capture.cut_short(), "flip at {at}"),
                     }
                 }
             }
         }
+    }
+
+    /// Refused after the file header, whatever follows: nothing is read
+    /// past it (an endless input would otherwise be read for ever).
+    #[test]
+    fn endless_non_captures_are_refused_at_once() {
+        struct Endless(u64);
+        impl io::Read for Endless {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                buf.fill(0);
+                self.0 += buf.len() as u64;
+                assert!(self.0 < 1 << 24, "read 16 MiB of an endless input");
+                Ok(buf.len())
+            }
+        }
+        impl io::Seek for Endless {
+            fn seek(&mut self, _: io::SeekFrom) -> io::Result<u64> {
+                Ok(self.0)
+            }
+        }
+        let err = read_stream(Endless(0), false, |_, _| Ok(())).unwrap_err();
+        assert!(matches!(err, StreamError::Capture(CaptureError::NotACapture)), "{err}");
+        // A capture's magic, then zeros: the first chunk is not a header.
+        let mut magic = io::Cursor::new([&MAGIC[..], &1u32.to_le_bytes()].concat()).chain(Endless(0));
+        let mut start = vec![0; FILE_HEADER_LEN];
+        io::Read::read_exact(&mut magic, &mut start).unwrap();
+        let mut bytes = start;
+        bytes.extend(std::iter::repeat_n(0u8, 1 << 20));
+        let err = read(&bytes).unwrap_err();
+        assert!(matches!(err, CaptureError::Corrupt { at: 13, .. }), "{err}");
+        // A chunk that claims more than any chunk holds is not buffered.
+        let mut huge = CaptureWriter::new(Vec::new()).unwrap().get_ref().clone();
+        huge.extend_from_slice(b"HEAD");
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        huge.extend_from_slice(&[0; 64]);
+        let err = read(&huge).unwrap_err();
+        assert!(err.to_string().contains("more than any chunk holds"), "{err}");
     }
 
     #[test]

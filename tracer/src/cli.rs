@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "tracer",
-    version,
+    version = crate::build_info::LONG_VERSION,
     about = "eBPF tracing for Linux memory and I/O latency forensics",
     long_about = "eBPF tracing for Linux memory and I/O latency forensics.\n\n\
                   trace, record and probes need root (or CAP_BPF + CAP_PERFMON); report \
@@ -88,10 +88,10 @@ pub struct RunOptions {
     pub families: Vec<FamilyName>,
     /// How long to trace, e.g. 10s, 500ms, 2m. Ctrl-C or SIGTERM ends it
     /// early with the final report.
-    #[arg(short, long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(short, long, default_value = "10s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub duration: Duration,
     /// Also print a report every interval, e.g. 1s.
-    #[arg(short, long, value_parser = parse_duration)]
+    #[arg(short, long, value_parser = parse_interval, allow_hyphen_values = true)]
     pub interval: Option<Duration>,
     /// JSON instead of text (one object; with --interval, one line per
     /// interval and the whole run last).
@@ -106,7 +106,13 @@ pub struct RunOptions {
     pub queued: bool,
     /// Report block requests at least this slow one by one (device,
     /// operation, size, sector, process); "off" to disable.
-    #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = parse_threshold)]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10ms",
+        value_parser = parse_threshold,
+        allow_hyphen_values = true
+    )]
     pub slow_io: Threshold,
     /// Only this process (its pid). Block I/O is attributed to the process
     /// running when a request starts.
@@ -179,9 +185,22 @@ pub fn parse_threshold(text: &str) -> Result<Threshold, String> {
     if text.trim() == "off" { Ok(Threshold(None)) } else { parse_duration(text).map(|d| Threshold(Some(d))) }
 }
 
-/// "10s", "250ms", "2m", "1h", "1.5s"; a bare number is seconds.
+/// The longest duration accepted: past it a value is a typo, and timers
+/// and clocks would overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+/// The shortest `--interval`: shorter ones spend the run printing reports.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// "10s", "250ms", "2m", "1h", "1.5s"; a bare number is seconds. Between
+/// 1 us and [`MAX_DURATION`]; never panics.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
+    if let Some(positive) = text.strip_prefix('-') {
+        return Err(format!(
+            "`{text}` is negative: give how long, e.g. {}",
+            if positive.is_empty() { "10s" } else { positive }
+        ));
+    }
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let value: f64 =
@@ -197,7 +216,52 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if !(seconds > 0.0 && seconds.is_finite()) {
         return Err(format!("`{text}` must be a positive duration"));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(d) if d <= MAX_DURATION && !d.is_zero() => Ok(d),
+        Ok(d) if d.is_zero() => Err(format!("`{text}` is shorter than a nanosecond")),
+        _ => Err(format!("`{text}` is too long: at most {} days", MAX_DURATION.as_secs() / 86400)),
+    }
+}
+
+/// `--interval`: a duration of at least [`MIN_INTERVAL`].
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = parse_duration(text)?;
+    if interval < MIN_INTERVAL {
+        return Err(format!(
+            "`{text}` is shorter than {} ms: a report that often would be all the run does",
+            MIN_INTERVAL.as_millis()
+        ));
+    }
+    Ok(interval)
+}
+
+/// Checks that hold between arguments (each alone parsed fine); the
+/// message of a usage error (exit status 2).
+pub fn cross_check(cli: &Cli) -> Result<(), String> {
+    let run = match &cli.command {
+        Command::Trace(args) => &args.run,
+        Command::Record(args) => &args.run,
+        Command::Report(_) | Command::Probes(_) => return Ok(()),
+    };
+    match run.interval {
+        Some(interval) if interval > run.duration => Err(format!(
+            "--interval {:?} is longer than --duration {:?}: no interval would end before the run does; \
+             trace longer or use a shorter interval",
+            interval, run.duration
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Parses the command line; usage errors (including [`cross_check`]) exit
+/// with status 2 and clap's usage line.
+pub fn parse() -> Cli {
+    use clap::{CommandFactory as _, Parser as _};
+    let cli = Cli::parse();
+    if let Err(message) = cross_check(&cli) {
+        Cli::command().error(clap::error::ErrorKind::ArgumentConflict, message).exit();
+    }
+    cli
 }
 
 #[cfg(test)]
@@ -264,5 +328,43 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5 parsecs").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn absurd_durations_are_errors_not_panics() {
+        for absurd in ["99999999999999999999s", "1e400", "99999999999999999999999999999999h", "367d"] {
+            assert!(parse_duration(absurd).is_err(), "{absurd}");
+        }
+        let long = format!("{}s", MAX_DURATION.as_secs() + 1);
+        assert!(parse_duration(&long).unwrap_err().contains("too long"));
+        assert_eq!(parse_duration("366d").map_err(|e| e.contains("unknown unit")), Err(true));
+        assert_eq!(parse_duration("8784h").unwrap(), MAX_DURATION);
+        assert!(parse_duration("0.0000000001s").unwrap_err().contains("nanosecond"));
+        assert_eq!(parse_duration(".5").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration(".").is_err() && parse_duration("").is_err() && parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn negative_durations_say_so() {
+        use clap::Parser as _;
+        let err = Cli::try_parse_from(["tracer", "trace", "--duration", "-5s"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("`-5s` is negative: give how long, e.g. 5s"), "{err}");
+        let err = Cli::try_parse_from(["tracer", "trace", "--interval", "-1s"]).unwrap_err();
+        assert!(err.to_string().contains("negative"), "{err}");
+        let err = Cli::try_parse_from(["tracer", "trace", "--slow-io", "-2ms"]).unwrap_err();
+        assert!(err.to_string().contains("negative"), "{err}");
+    }
+
+    #[test]
+    fn interval_must_fit_in_the_duration() {
+        use clap::Parser as _;
+        let parse = |args: &[&str]| Cli::try_parse_from([&["tracer", "record", "-o", "x"], args].concat());
+        let cli = parse(&["--duration", "5s", "--interval", "10s"]).unwrap();
+        assert!(cross_check(&cli).unwrap_err().contains("--interval 10s is longer than --duration 5s"));
+        assert!(cross_check(&parse(&["--duration", "5s", "--interval", "5s"]).unwrap()).is_ok());
+        assert!(cross_check(&parse(&["--interval", "1s"]).unwrap()).is_ok());
+        let err = parse(&["--interval", "1ms"]).unwrap_err();
+        assert!(err.to_string().contains("shorter than 10 ms"), "{err}");
     }
 }

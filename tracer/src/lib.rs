@@ -5,6 +5,7 @@
 //! [`render`]ers print and the [`capture`] writer records; [`replay`]
 //! renders a recorded capture anywhere.
 
+pub mod build_info;
 pub mod capture;
 pub mod cli;
 pub mod families;
@@ -13,6 +14,7 @@ pub mod merge;
 pub mod model;
 pub mod render;
 pub mod replay;
+pub mod report_output;
 pub mod session;
 pub mod symbolize;
 

@@ -1,10 +1,15 @@
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use tracer::{cli, session};
 
+/// The static (musl) build: musl's malloc is much slower than glibc's at
+/// the many small allocations of parsing and rendering reports.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::parse();
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",

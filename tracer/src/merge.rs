@@ -13,8 +13,8 @@ use crate::{
     families::{block, reclaim::STACKS_KEPT},
     model::{
         AllocFailure, BlockRow, Bucket, Compaction, Kswapd, LostCount, NamedCount, OomRetries, Percentiles,
-        Report, StallBreakdown, StallRow, StallStack, Thp, ThpProcess, TimelinePoint, Window, buckets_of,
-        hist_of,
+        Report, SlowIo, StallBreakdown, StallRow, StallStack, Thp, ThpProcess, TimelinePoint, Window,
+        buckets_of, hist_of,
     },
 };
 
@@ -22,47 +22,85 @@ use crate::{
 /// `host` and `families` are the last interval's; `system` is left for
 /// the caller.
 pub fn merge_intervals(intervals: &[Report]) -> Report {
-    let Some(last) = intervals.last() else {
-        return Report::default();
-    };
-    let first = &intervals[0];
-    let mut whole = Report {
-        tool: last.tool.clone(),
-        version: last.version.clone(),
-        host: last.host.clone(),
-        window: Window {
-            start_unix_s: first.window.start_unix_s - first.window.offset_s,
-            offset_s: 0.0,
-            duration_s: last.window.offset_s + last.window.duration_s,
-            interval: None,
-        },
-        families: last.families.clone(),
-        ..Report::default()
-    };
+    let mut merger = Merger::default();
     for report in intervals {
-        merge_into(&mut whole, report);
+        merger.add(report);
     }
-    block::sort_rows(&mut whole.block);
-    whole.slow_ios.sort_by(|a, b| b.latency_us.total_cmp(&a.latency_us));
-    let excess = whole.slow_ios.len().saturating_sub(block::SLOW_IOS_KEPT);
-    whole.slow_ios.truncate(block::SLOW_IOS_KEPT);
-    whole.slow_ios_dropped += excess as u64;
-    whole
-        .alloc_failures
-        .sort_by(|a, b| b.count.cmp(&a.count).then(a.first_seen_s.total_cmp(&b.first_seen_s)));
-    let compaction = whole.compaction.iter_mut().map(|c| &mut c.stalls);
-    for row in whole.reclaim.iter_mut().chain(compaction) {
-        row.processes.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
-        row.cgroups.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
-        row.stacks.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
-        row.stacks.truncate(STACKS_KEPT);
+    merger.finish()
+}
+
+/// [`merge_intervals`] one interval at a time, so that a capture streams
+/// through it: what it keeps is the merged report, not the intervals.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Merger {
+    whole: Report,
+    /// Wall clock of the run's start, from the first interval.
+    start_unix_s: Option<f64>,
+    intervals: usize,
+    /// Slow I/Os trimmed on the way (counted as dropped at the end).
+    trimmed_slow_ios: u64,
+}
+
+impl Merger {
+    pub fn add(&mut self, report: &Report) {
+        let start = *self.start_unix_s.get_or_insert(report.window.start_unix_s - report.window.offset_s);
+        let whole = &mut self.whole;
+        whole.tool.clone_from(&report.tool);
+        whole.version.clone_from(&report.version);
+        whole.host.clone_from(&report.host);
+        whole.families.clone_from(&report.families);
+        whole.window = Window {
+            start_unix_s: start,
+            offset_s: 0.0,
+            duration_s: report.window.offset_s + report.window.duration_s,
+            interval: None,
+        };
+        merge_into(whole, report);
+        whole.timeline.push(TimelinePoint::of(report));
+        // Only the slowest are kept in the end: keep the list short on the way.
+        if whole.slow_ios.len() > 4 * block::SLOW_IOS_KEPT {
+            self.trimmed_slow_ios += trim_slow_ios(&mut whole.slow_ios);
+        }
+        self.intervals += 1;
     }
-    if let Some(thp) = &mut whole.thp {
-        thp.processes.sort_by_key(|p| std::cmp::Reverse(p.pmd_splits + p.page_splits));
+
+    /// How many intervals were added.
+    pub fn intervals(&self) -> usize {
+        self.intervals
     }
-    whole.timeline = intervals.iter().map(TimelinePoint::of).collect();
-    whole.lost_events = whole.lost.iter().map(|l| l.count).sum();
-    whole
+
+    pub fn finish(self) -> Report {
+        if self.intervals == 0 {
+            return Report::default();
+        }
+        let mut whole = self.whole;
+        block::sort_rows(&mut whole.block);
+        whole.slow_ios_dropped += self.trimmed_slow_ios + trim_slow_ios(&mut whole.slow_ios);
+        whole
+            .alloc_failures
+            .sort_by(|a, b| b.count.cmp(&a.count).then(a.first_seen_s.total_cmp(&b.first_seen_s)));
+        let compaction = whole.compaction.iter_mut().map(|c| &mut c.stalls);
+        for row in whole.reclaim.iter_mut().chain(compaction) {
+            row.processes.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
+            row.cgroups.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
+            row.stacks.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
+            row.stacks.truncate(STACKS_KEPT);
+        }
+        if let Some(thp) = &mut whole.thp {
+            thp.processes.sort_by_key(|p| std::cmp::Reverse(p.pmd_splits + p.page_splits));
+        }
+        whole.lost_events = whole.lost.iter().map(|l| l.count).sum();
+        whole
+    }
+}
+
+/// Keeps the slowest [`block::SLOW_IOS_KEPT`] slow I/Os; returns how many
+/// went.
+fn trim_slow_ios(slow_ios: &mut Vec<SlowIo>) -> u64 {
+    slow_ios.sort_by(|a, b| b.latency_us.total_cmp(&a.latency_us));
+    let excess = slow_ios.len().saturating_sub(block::SLOW_IOS_KEPT);
+    slow_ios.truncate(block::SLOW_IOS_KEPT);
+    excess as u64
 }
 
 fn merge_into(whole: &mut Report, report: &Report) {

@@ -447,6 +447,21 @@ pub struct SystemContext {
     /// Absent when the run did not end normally (a capture cut short).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<MemoryState>,
+    /// The tracer binary that traced (empty in captures of older versions).
+    #[serde(default)]
+    pub tracer: TracerBuild,
+}
+
+/// How a tracer binary was built.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TracerBuild {
+    pub version: String,
+    /// Git commit it was built from (short), or "unknown".
+    pub commit: String,
+    /// Rust target triple, e.g. x86_64-unknown-linux-musl.
+    pub target: String,
+    /// "static" (runs on any host) or "dynamic" (needs a recent enough glibc).
+    pub linkage: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -2,7 +2,12 @@
 //! Needs no root, no BPF, no tracefs: only the file (and, to resolve
 //! kernel frames again, the traced kernel's vmlinux).
 
-use std::{io::Write as _, path::Path, process::ExitCode};
+use std::{
+    fs::File,
+    io::{BufWriter, Seek as _, Write},
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use anyhow::{Context as _, Result, anyhow};
 
@@ -17,39 +22,93 @@ use crate::{
 
 pub fn run(args: &ReportArgs) -> Result<ExitCode> {
     let path = &args.capture;
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read the capture {}", path.display()))?;
-    let capture = capture::read(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let file = File::open(path).with_context(|| format!("cannot read the capture {}", path.display()))?;
+    let mut out = Output::open(args.output.as_deref())?;
+    // Interval reports are rendered and written as they are read: memory
+    // does not grow with the capture.
+    let mut kernel: Option<Option<KernelSymbolizer>> = None;
+    let streams_intervals = matches!(args.format, ReportFormat::Text | ReportFormat::Json);
+    let mut capture = capture::read_stream(&file, false, |capture, mut report| {
+        if !(streams_intervals && capture.header.interval_s.is_some()) {
+            return Ok(());
+        }
+        if kernel.is_none() {
+            kernel = Some(kernel_symbolizer(capture, args.vmlinux.as_deref())?);
+        }
+        resolve_again(&mut report, kernel.as_ref().and_then(Option::as_ref));
+        out.write(&render_report(&report, args.format == ReportFormat::Json, true)?)
+    })
+    .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    if capture.needs_merge() {
+        // Cut short or its final report lost: a second pass merges the
+        // intervals (the first kept none).
+        (&file).seek(std::io::SeekFrom::Start(0))?;
+        capture = capture::read_stream(&file, true, |_, _| Ok(()))
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    }
     if let Some(notice) = capture.cut_short_notice() {
         eprintln!("tracer: {}: {notice}", path.display());
+    }
+    for notice in capture.damage_notices() {
+        eprintln!("tracer: {}: warning: {notice}", path.display());
     }
     if !capture.skipped.is_empty() {
         log::info!("skipped chunks this version does not know: {}", capture.skipped.join(", "));
     }
-    let (mut intervals, mut whole) = reports(&capture);
-    let kernel = match &args.vmlinux {
-        Some(vmlinux) => Some(recorded_kernel_symbolizer(&capture, vmlinux)?),
-        None => None,
+    let kernel = match kernel {
+        Some(kernel) => kernel,
+        None => kernel_symbolizer(&capture, args.vmlinux.as_deref())?,
     };
-    for report in intervals.iter_mut().chain(std::iter::once(&mut whole)) {
-        resolve_again(report, kernel.as_ref());
+    let mut whole = capture.whole_report();
+    resolve_again(&mut whole, kernel.as_ref());
+    out.write(&render_capture(&[], &whole, args.format, capture.header.interval_s.is_some())?)?;
+    out.finish()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `report -o OUT`, else standard output.
+struct Output {
+    out: Box<dyn Write>,
+    path: Option<PathBuf>,
+}
+
+impl Output {
+    fn open(path: Option<&Path>) -> Result<Self> {
+        let out: Box<dyn Write> = match path {
+            Some(path) => Box::new(BufWriter::new(
+                File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
+            )),
+            None => Box::new(BufWriter::new(std::io::stdout().lock())),
+        };
+        Ok(Self { out, path: path.map(Path::to_path_buf) })
     }
-    let text = render_capture(&intervals, &whole, args.format, capture.header.interval_s.is_some())?;
-    match &args.output {
-        Some(out) => std::fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))?,
-        None => {
-            let mut stdout = std::io::stdout().lock();
-            stdout.write_all(text.as_bytes())?;
-            stdout.flush()?;
+
+    fn write(&mut self, text: &str) -> Result<()> {
+        self.out.write_all(text.as_bytes()).with_context(|| self.what())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.out.flush().with_context(|| self.what())
+    }
+
+    fn what(&self) -> String {
+        match &self.path {
+            Some(path) => format!("cannot write {}", path.display()),
+            None => "cannot write to standard output".into(),
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The interval reports `record` printed (with `--interval` only) and the
 /// whole-run report.
+#[cfg(test)]
 fn reports(capture: &Capture) -> (Vec<Report>, Report) {
     let intervals = if capture.header.interval_s.is_some() { capture.intervals.clone() } else { Vec::new() };
     (intervals, capture.whole_report())
+}
+
+fn kernel_symbolizer(capture: &Capture, vmlinux: Option<&Path>) -> Result<Option<KernelSymbolizer>> {
+    vmlinux.map(|vmlinux| recorded_kernel_symbolizer(capture, vmlinux)).transpose()
 }
 
 fn recorded_kernel_symbolizer(capture: &Capture, vmlinux: &Path) -> Result<KernelSymbolizer> {
@@ -112,17 +171,13 @@ mod tests {
     }
 
     fn capture(interval_s: Option<f64>) -> Capture {
-        Capture {
-            header: CaptureHeader { interval_s, ..CaptureHeader::default() },
-            system: None,
-            system_end: None,
-            intervals: vec![report(Some(0)), report(Some(1))],
-            final_report: Some(report(None)),
-            end: None,
-            complete_bytes: 0,
-            file_bytes: 0,
-            skipped: Vec::new(),
-        }
+        use crate::capture::{CaptureWriter, Chunk};
+        let mut writer = CaptureWriter::new(Vec::new()).unwrap();
+        writer.write(Chunk::Header(&CaptureHeader { interval_s, ..CaptureHeader::default() })).unwrap();
+        writer.write(Chunk::Interval(&report(Some(0)))).unwrap();
+        writer.write(Chunk::Interval(&report(Some(1)))).unwrap();
+        writer.write(Chunk::Final(&report(None))).unwrap();
+        capture::read(writer.get_ref()).unwrap()
     }
 
     #[test]

@@ -550,9 +550,10 @@ impl ReportSink for StatusLine {
     }
 }
 
-/// Prints reports: standard output, or `trace -o FILE`.
+/// Prints reports: standard output, or `trace -o FILE` (and standard
+/// output if writing it fails).
 struct Printer {
-    file: Option<File>,
+    out: crate::report_output::ReportOutput,
     json: bool,
     /// `--interval` given: interval reports are printed too, and JSON is
     /// one object per line throughout.
@@ -561,27 +562,12 @@ struct Printer {
 
 impl Printer {
     fn open(args: &RunOptions, output: Option<&Path>) -> Result<Self> {
-        let file = match output {
-            Some(path) => Some(
-                File::create(path)
-                    .with_context(|| format!("cannot write the report to {}", path.display()))?,
-            ),
-            None => None,
-        };
-        Ok(Self { file, json: args.json, intervals: args.interval.is_some() })
+        let out = crate::report_output::ReportOutput::create(output)?;
+        Ok(Self { out, json: args.json, intervals: args.interval.is_some() })
     }
 
     fn print(&mut self, report: &Report) -> Result<()> {
-        let text = render_report(report, self.json, self.intervals)?;
-        match &mut self.file {
-            Some(file) => file.write_all(text.as_bytes())?,
-            None => {
-                let mut stdout = std::io::stdout().lock();
-                stdout.write_all(text.as_bytes())?;
-                stdout.flush()?;
-            }
-        }
-        Ok(())
+        self.out.write(&render_report(report, self.json, self.intervals)?)
     }
 }
 
@@ -612,6 +598,8 @@ struct CaptureSink {
     writer: CaptureWriter<File>,
     /// Until tracing starts, a failed run leaves no capture behind.
     started: bool,
+    /// Why writing failed, after which nothing more is written.
+    failed: Option<String>,
 }
 
 impl CaptureSink {
@@ -633,13 +621,26 @@ impl CaptureSink {
             .with_context(cannot)?;
         file.set_permissions(std::fs::Permissions::from_mode(0o600)).with_context(cannot)?;
         let writer = CaptureWriter::new(file).with_context(cannot)?;
-        Ok(Self { path: path.to_path_buf(), writer, started: false })
+        Ok(Self { path: path.to_path_buf(), writer, started: false, failed: None })
     }
 
+    /// A chunk, synced. Once writing fails (a full disk), the capture
+    /// stops there, cut short as a crash would leave it, and tracing goes
+    /// on: the terminal report stays complete.
     fn write(&mut self, chunk: Chunk<'_>) -> Result<()> {
-        let path = &self.path;
-        self.writer.write(chunk).with_context(|| format!("writing the capture {}", path.display()))?;
-        self.writer.get_ref().sync_data().with_context(|| format!("syncing the capture {}", path.display()))
+        if self.failed.is_some() {
+            return Ok(());
+        }
+        let written = self.writer.write(chunk).and_then(|()| self.writer.get_ref().sync_data());
+        if let Err(e) = written {
+            eprintln!(
+                "tracer: warning: writing the capture {} failed ({e}); it ends there (`tracer report` \
+                 reads it as cut short) and tracing goes on: the report below is complete",
+                self.path.display()
+            );
+            self.failed = Some(e.to_string());
+        }
+        Ok(())
     }
 }
 
@@ -660,7 +661,10 @@ impl ReportSink for CaptureSink {
         }
         self.write(Chunk::Final(report))?;
         self.write(Chunk::End(end))?;
-        eprintln!("tracer: capture written to {}", self.path.display());
+        match &self.failed {
+            None => eprintln!("tracer: capture written to {}", self.path.display()),
+            Some(why) => eprintln!("tracer: the capture {} is incomplete ({why})", self.path.display()),
+        }
         Ok(())
     }
 }

@@ -7,6 +7,7 @@
 mod bench;
 mod fuzz;
 mod setup;
+mod static_build;
 mod util;
 
 use anyhow::Result;
@@ -24,8 +25,8 @@ enum Command {
     /// Install what building the kernel programs needs (nightly rust-src, a
     /// bpf-linker built against the nightly's LLVM). Idempotent.
     Setup,
-    /// setup, then build the tracer binary (--release for the one to copy to
-    /// other hosts).
+    /// setup, then build the tracer binary (--release: the static binary to
+    /// copy to other hosts, whatever their C library).
     Build {
         #[arg(long)]
         release: bool,
@@ -89,9 +90,10 @@ fn test(extra: &[String], fuzz_seconds: u64) -> Result<()> {
         ]),
         "cargo clippy (kernel programs)",
     )?;
-    util::build_tracer(false)?;
+    // The integration tests run the binary users copy to hosts.
+    let tracer = util::build_tracer(true)?;
     let mut cmd = util::cargo();
-    cmd.arg("test").args(extra);
+    cmd.arg("test").args(extra).env("TRACER_BIN", &tracer);
     util::run(&mut cmd, "cargo test")?;
     if fuzz_seconds > 0 {
         fuzz::run(std::time::Duration::from_secs(fuzz_seconds))?;

@@ -21,6 +21,7 @@ pub fn setup() -> Result<()> {
     ensure_nightly_with_rust_src()?;
     ensure_bpf_linker()?;
     ensure_cargo_fuzz()?;
+    crate::static_build::ensure_tools()?;
     Ok(())
 }
 

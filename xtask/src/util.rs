@@ -43,16 +43,31 @@ pub fn require_root(why: &str) -> Result<()> {
     Ok(())
 }
 
-/// Builds the tracer binary and returns its path.
+/// Builds the tracer binary and returns its path: with `release`, the
+/// statically linked one (musl) that runs on any host.
 pub fn build_tracer(release: bool) -> Result<PathBuf> {
     let mut cmd = cargo();
     cmd.args(["build", "--package", "tracer", "--bin", "tracer"]);
+    let path = if release {
+        let target = crate::static_build::target();
+        cmd.args(["--release", "--target", &target]);
+        run(&mut cmd, "building tracer")?;
+        target_dir()?.join(target).join("release/tracer")
+    } else {
+        run(&mut cmd, "building tracer")?;
+        target_dir()?.join("debug/tracer")
+    };
     if release {
-        cmd.arg("--release");
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "xtask: built {} (statically linked, {:.1} MB, kernel programs embedded): copy this one file \
+             to the host to trace",
+            path.display(),
+            size as f64 / 1e6
+        );
+    } else {
+        println!("xtask: built {}", path.display());
     }
-    run(&mut cmd, "building tracer")?;
-    let path = target_dir()?.join(if release { "release" } else { "debug" }).join("tracer");
-    println!("xtask: built {}", path.display());
     Ok(path)
 }
 

@@ -45,11 +45,31 @@ fn main() {
         }
         "bpf-progs" => bpf_programs(),
         "empty-probes" => empty_probes(&args[1..]),
+        "peak-rss" => peak_rss(&args[1..]),
         other => {
             eprintln!("unknown helper command {other}");
             std::process::exit(2);
         }
     }
+}
+
+/// Runs CMD ARGS... with its output discarded and prints its peak RSS in
+/// KiB and whether it succeeded. Measured here, not in the test process:
+/// Linux carries a parent's RSS high-water mark across fork and exec, so a
+/// child of a big test process would inherit the test's peak.
+fn peak_rss(command: &[String]) {
+    // Reaped by wait4 below, which also gives its resource usage.
+    #[allow(clippy::zombie_processes)]
+    let child = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("starting the command");
+    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t, "wait4");
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    println!("{} {ok}", usage.ru_maxrss);
 }
 
 const BLOCK: usize = 4096;

@@ -101,6 +101,7 @@ pub fn collect() -> SystemContext {
         block_devices: block_devices(Path::new("/sys/block")),
         start: meminfo_now,
         end: None,
+        tracer: crate::build_info::tracer_build(),
     }
 }
 

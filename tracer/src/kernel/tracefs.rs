@@ -32,6 +32,16 @@ impl Tracefs {
                 Some(format!("tracefs was not mounted; mounted it at {TRACEFS}")),
             ));
         }
+        // Not root: tracefs is there but closed to us (mode 0700), or
+        // mounting it is refused. Saying "not mounted" would mislead.
+        let denied = std::io::ErrorKind::PermissionDenied;
+        let read_denied = matches!(fs::read_dir(TRACEFS), Err(e) if e.kind() == denied);
+        if read_denied || matches!(&mounted, Err(e) if e.kind() == denied) {
+            bail!(
+                "reading the kernel's tracepoints needs root: {TRACEFS} is only open to root. \
+                 Run it as root (sudo tracer ...)"
+            );
+        }
         bail!(
             "tracefs is not mounted and mounting it failed ({}); mount it with \
              `mount -t tracefs nodev {TRACEFS}` and run again",
