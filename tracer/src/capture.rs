@@ -365,7 +365,7 @@ pub fn read_stream<R: io::Read + io::Seek>(
             // An incomplete chunk at the end is where the writer stopped;
             // unless intact chunks follow: then its length was corrupt.
             ChunkRead::Incomplete(read) => {
-                if have_header && let Some(next) = resynchronise(&mut input, at)? {
+                if have_header && let Ok(Some(next)) = resynchronise(&mut input, at) {
                     let why = "a length that runs past the end of the file".to_string();
                     capture.damage.push(Damage { at, why, resumed_at: Some(next), lost_intervals: None });
                     at = next;
@@ -378,7 +378,8 @@ pub fn read_stream<R: io::Read + io::Seek>(
                 return Err(StreamError::Capture(CaptureError::Corrupt { at, why }));
             }
             ChunkRead::Corrupt(why) => {
-                let resumed_at = resynchronise(&mut input, at)?;
+                // A pipe cannot be searched: then nothing more is read.
+                let resumed_at = resynchronise(&mut input, at).unwrap_or(None);
                 capture.damage.push(Damage { at, why, resumed_at, lost_intervals: None });
                 match resumed_at {
                     Some(next) => {
@@ -386,7 +387,7 @@ pub fn read_stream<R: io::Read + io::Seek>(
                         continue;
                     }
                     None => {
-                        capture.file_bytes = input.seek(io::SeekFrom::End(0))? as usize;
+                        capture.file_bytes = input.seek(io::SeekFrom::End(0)).map_or(at, |end| end as usize);
                         break;
                     }
                 }
@@ -427,9 +428,9 @@ pub fn read_stream<R: io::Read + io::Seek>(
         capture.file_bytes = at;
     }
     if capture.end.is_some() {
-        // Whatever follows the end marker is not read; say how much there is.
-        let here = input.stream_position()? as usize;
-        capture.file_bytes = input.seek(io::SeekFrom::End(0))?.max(here as u64) as usize;
+        // Whatever follows the end marker is not read; say how much there
+        // is (when the input can tell: a pipe cannot).
+        capture.file_bytes = input.seek(io::SeekFrom::End(0)).map_or(at, |end| (end as usize).max(at));
     }
     if !have_header {
         return Err(StreamError::Capture(CaptureError::NoHeader));
@@ -990,6 +991,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A pipe: complete, cut short and damaged captures read without
+    /// seeking (a corrupt chunk then ends the reading).
+    #[test]
+    fn unseekable_input_reads_without_searching() {
+        struct Pipe<'a>(&'a [u8]);
+        impl io::Read for Pipe<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                io::Read::read(&mut self.0, buf)
+            }
+        }
+        impl io::Seek for Pipe<'_> {
+            fn seek(&mut self, _: io::SeekFrom) -> io::Result<u64> {
+                Err(io::Error::from_raw_os_error(libc::ESPIPE))
+            }
+        }
+        let (bytes, starts, whole) = complete_capture();
+        let capture = read_stream(Pipe(&bytes), true, |_, _| Ok(())).unwrap();
+        assert_eq!((capture.whole_report(), capture.interval_count), (whole, 3));
+        let cut = read_stream(Pipe(&bytes[..starts[4] + 20]), true, |_, _| Ok(())).unwrap();
+        assert!(cut.cut_short() && cut.damage.is_empty());
+        assert_eq!(cut.whole_report().block[0].count, 21, "rebuilt from the first two intervals");
+        let mut flipped = bytes.clone();
+        flipped[starts[3] + 20] ^= 1;
+        let damaged = read_stream(Pipe(&flipped), true, |_, _| Ok(())).unwrap();
+        assert_eq!(damaged.damage[0].resumed_at, None);
+        assert_eq!(damaged.interval_count, 1);
     }
 
     /// Refused after the file header, whatever follows: nothing is read

@@ -28,7 +28,10 @@ pub fn run(args: &ReportArgs) -> Result<ExitCode> {
     // does not grow with the capture.
     let mut kernel: Option<Option<KernelSymbolizer>> = None;
     let streams_intervals = matches!(args.format, ReportFormat::Text | ReportFormat::Json);
-    let mut capture = capture::read_stream(&file, false, |capture, mut report| {
+    // A pipe (`<(zcat run.cap.gz)`) cannot be read twice: merge in the
+    // first pass in case the final report is missing.
+    let seekable = (&file).stream_position().is_ok();
+    let mut capture = capture::read_stream(&file, !seekable, |capture, mut report| {
         if !(streams_intervals && capture.header.interval_s.is_some()) {
             return Ok(());
         }
