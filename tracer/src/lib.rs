@@ -8,6 +8,7 @@
 pub mod build_info;
 pub mod capture;
 pub mod cli;
+pub mod export;
 pub mod families;
 pub mod kernel;
 pub mod merge;
