@@ -100,6 +100,11 @@ pub struct RunOptions {
     /// Only these disks (e.g. nvme0n1, /dev/sda); repeatable.
     #[arg(long = "disk", value_name = "NAME")]
     pub disks: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics while tracing
+    /// (e.g. 127.0.0.1:9435): counters and native histograms, cumulative
+    /// since the start (docs/metrics.md).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Block latency from insert into the queue (queue + device time)
     /// instead of from issue to the driver (device time).
     #[arg(short = 'Q', long)]

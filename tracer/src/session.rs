@@ -213,6 +213,11 @@ fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
     // Ring buffers register with the runtime's reactor when attached.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let _runtime_context = runtime.enter();
+    if let Some(addr) = args.metrics {
+        let endpoint = runtime.block_on(crate::export::server::MetricsEndpoint::bind(addr))?;
+        eprintln!("tracer: serving Prometheus metrics at http://{}/metrics", endpoint.local_addr);
+        sinks.push(Box::new(MetricsSink { endpoint, metrics: Default::default() }));
+    }
 
     let requested: Vec<FamilyName> = if args.families.is_empty() {
         IMPLEMENTED.to_vec()
@@ -496,6 +501,31 @@ trait ReportSink {
     fn interval(&mut self, report: &Report) -> Result<()>;
     /// The whole-run report, once everything is detached.
     fn whole(&mut self, report: &Report, end: &CaptureEnd) -> Result<()>;
+}
+
+/// `--metrics`: the cumulative metrics, published at every interval.
+struct MetricsSink {
+    endpoint: crate::export::server::MetricsEndpoint,
+    metrics: crate::export::Metrics,
+}
+
+impl ReportSink for MetricsSink {
+    fn begin(&mut self, header: &CaptureHeader, _system: &SystemContext) -> Result<()> {
+        self.metrics =
+            crate::export::Metrics::new(&header.host.hostname, &header.host.kernel_release, header.start_unix_s);
+        self.endpoint.publish(&self.metrics);
+        Ok(())
+    }
+
+    fn interval(&mut self, report: &Report) -> Result<()> {
+        self.metrics.add_interval(report);
+        self.endpoint.publish(&self.metrics);
+        Ok(())
+    }
+
+    fn whole(&mut self, _report: &Report, _end: &CaptureEnd) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The live one-line status on stderr, drawn only on terminals (indicatif
