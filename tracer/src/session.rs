@@ -511,8 +511,11 @@ struct MetricsSink {
 
 impl ReportSink for MetricsSink {
     fn begin(&mut self, header: &CaptureHeader, _system: &SystemContext) -> Result<()> {
-        self.metrics =
-            crate::export::Metrics::new(&header.host.hostname, &header.host.kernel_release, header.start_unix_s);
+        self.metrics = crate::export::Metrics::new(
+            &header.host.hostname,
+            &header.host.kernel_release,
+            header.start_unix_s,
+        );
         self.endpoint.publish(&self.metrics);
         Ok(())
     }

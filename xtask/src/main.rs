@@ -6,6 +6,7 @@
 
 mod bench;
 mod fuzz;
+mod packages;
 mod setup;
 mod static_build;
 mod util;

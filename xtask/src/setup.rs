@@ -22,6 +22,7 @@ pub fn setup() -> Result<()> {
     ensure_bpf_linker()?;
     ensure_cargo_fuzz()?;
     crate::static_build::ensure_tools()?;
+    crate::packages::ensure(crate::packages::TEST_TOOLS)?;
     Ok(())
 }
 

@@ -155,15 +155,24 @@ fn families(m: &Metrics) -> Vec<Family<'_>> {
             kind: GAUGE,
             samples: vec![(vec![], Value::Number(m.start_unix_s))],
         },
-        block("tracer_block_requests_total", "completed block requests (JSON block[].count)", COUNTER, &|s| {
-            Value::Number(s.count as f64)
-        }),
-        block("tracer_block_bytes_total", "bytes of completed block requests (block[].bytes)", COUNTER, &|s| {
-            Value::Number(s.bytes as f64)
-        }),
-        block("tracer_block_errors_total", "block requests completed with an error (block[].errors)", COUNTER, &|s| {
-            Value::Number(s.errors as f64)
-        }),
+        block(
+            "tracer_block_requests_total",
+            "completed block requests (JSON block[].count)",
+            COUNTER,
+            &|s| Value::Number(s.count as f64),
+        ),
+        block(
+            "tracer_block_bytes_total",
+            "bytes of completed block requests (block[].bytes)",
+            COUNTER,
+            &|s| Value::Number(s.bytes as f64),
+        ),
+        block(
+            "tracer_block_errors_total",
+            "block requests completed with an error (block[].errors)",
+            COUNTER,
+            &|s| Value::Number(s.errors as f64),
+        ),
         block(
             "tracer_block_latency_nanoseconds",
             "block request latency, issue (or insert with --queued) to completion (block[].histogram)",
@@ -174,7 +183,11 @@ fn families(m: &Metrics) -> Vec<Family<'_>> {
             name: "tracer_stall_latency_nanoseconds",
             help: "reclaim and compaction stalls by kind (reclaim[], compaction.stalls)",
             kind: HISTOGRAM,
-            samples: m.stalls.iter().map(|(kind, s)| (vec![("kind", kind.clone())], Value::Histogram(&s.hist))).collect(),
+            samples: m
+                .stalls
+                .iter()
+                .map(|(kind, s)| (vec![("kind", kind.clone())], Value::Histogram(&s.hist)))
+                .collect(),
         },
         Family {
             name: "tracer_stalls_total",
@@ -183,7 +196,9 @@ fn families(m: &Metrics) -> Vec<Family<'_>> {
             samples: m
                 .stalls_by_cgroup
                 .iter()
-                .map(|((kind, cgroup), (count, _))| number(vec![("kind", kind.clone()), ("cgroup", cgroup.clone())], *count))
+                .map(|((kind, cgroup), (count, _))| {
+                    number(vec![("kind", kind.clone()), ("cgroup", cgroup.clone())], *count)
+                })
                 .collect(),
         },
         Family {
@@ -194,7 +209,10 @@ fn families(m: &Metrics) -> Vec<Family<'_>> {
                 .stalls_by_cgroup
                 .iter()
                 .map(|((kind, cgroup), (_, ns))| {
-                    (vec![("kind", kind.clone()), ("cgroup", cgroup.clone())], Value::Number(*ns as f64 / 1e9))
+                    (
+                        vec![("kind", kind.clone()), ("cgroup", cgroup.clone())],
+                        Value::Number(*ns as f64 / 1e9),
+                    )
                 })
                 .collect(),
         },
@@ -214,7 +232,11 @@ fn families(m: &Metrics) -> Vec<Family<'_>> {
             name: "tracer_oom_kills_total",
             help: "OOM kills by the victim's memory cgroup (oom_kills[])",
             kind: COUNTER,
-            samples: m.oom_kills.iter().map(|(cgroup, n)| number(vec![("cgroup", cgroup.clone())], *n)).collect(),
+            samples: m
+                .oom_kills
+                .iter()
+                .map(|(cgroup, n)| number(vec![("cgroup", cgroup.clone())], *n))
+                .collect(),
         },
         Family {
             name: "tracer_thp_splits_total",
@@ -283,7 +305,8 @@ pub fn text(m: &Metrics) -> String {
                     let (edges, total) = classic_buckets(h);
                     for (edge, cumulative) in edges {
                         let le = Some(("le", edge.to_string()));
-                        let _ = writeln!(out, "{}_bucket{} {cumulative}", family.name, label_text(labels, le));
+                        let _ =
+                            writeln!(out, "{}_bucket{} {cumulative}", family.name, label_text(labels, le));
                     }
                     let inf = Some(("le", "+Inf".to_string()));
                     let _ = writeln!(out, "{}_bucket{} {total}", family.name, label_text(labels, inf));
@@ -299,8 +322,11 @@ pub fn text(m: &Metrics) -> String {
 fn histogram_message(h: &LatencyHist) -> pb::Histogram {
     let (edges, total) = classic_buckets(h);
     let sparse = SparseBuckets::of(h);
-    let mut spans: Vec<pb::BucketSpan> =
-        sparse.spans.iter().map(|&(offset, length)| pb::BucketSpan { offset: Some(offset), length: Some(length) }).collect();
+    let mut spans: Vec<pb::BucketSpan> = sparse
+        .spans
+        .iter()
+        .map(|&(offset, length)| pb::BucketSpan { offset: Some(offset), length: Some(length) })
+        .collect();
     if spans.is_empty() {
         // Without it, an empty native histogram reads as a classic one.
         spans.push(pb::BucketSpan { offset: Some(0), length: Some(0) });
@@ -310,7 +336,10 @@ fn histogram_message(h: &LatencyHist) -> pb::Histogram {
         sample_sum: Some(h.sum_ns as f64),
         bucket: edges
             .into_iter()
-            .map(|(edge, cumulative)| pb::Bucket { cumulative_count: Some(cumulative), upper_bound: Some(edge as f64) })
+            .map(|(edge, cumulative)| pb::Bucket {
+                cumulative_count: Some(cumulative),
+                upper_bound: Some(edge as f64),
+            })
             .collect(),
         schema: Some(tracer_common::hist::SCHEMA as i32),
         zero_threshold: Some(0.0),
@@ -386,7 +415,9 @@ mod tests {
         let text = text(&metrics());
         assert!(text.contains("tracer_block_requests_total{device=\"loop7\",op=\"read\"} 6\n"), "{text}");
         // 0, 1000 and 1024 are <= 1024 ns (upper-inclusive); 1025 is not.
-        assert!(text.contains("tracer_block_latency_nanoseconds_bucket{device=\"loop7\",op=\"read\",le=\"1024\"} 3\n"));
+        assert!(text.contains(
+            "tracer_block_latency_nanoseconds_bucket{device=\"loop7\",op=\"read\",le=\"1024\"} 3\n"
+        ));
         assert!(text.contains("le=\"2048\"} 4\n"));
         assert!(text.contains("le=\"4096\"} 5\n"));
         assert!(text.contains("le=\"+Inf\"} 6\n"));

@@ -33,9 +33,9 @@ pub struct MetricsEndpoint {
 impl MetricsEndpoint {
     /// Binds `addr` and serves on the current tokio runtime.
     pub async fn bind(addr: SocketAddr) -> Result<Self> {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("--metrics {addr}: cannot listen there (in use, or not a local address?)"))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("--metrics {addr}: cannot listen there (in use, or not a local address?)")
+        })?;
         let local_addr = listener.local_addr()?;
         let rendered = Arc::new(Mutex::new(Rendered::default()));
         let shared = rendered.clone();
