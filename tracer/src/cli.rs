@@ -105,6 +105,10 @@ pub struct RunOptions {
     /// since the start (docs/metrics.md).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Push the same metrics every interval as OTLP/HTTP protobuf to an
+    /// OpenTelemetry collector, e.g. http://127.0.0.1:4318/v1/metrics.
+    #[arg(long, value_name = "URL")]
+    pub otlp: Option<crate::export::otlp::Endpoint>,
     /// Block latency from insert into the queue (queue + device time)
     /// instead of from issue to the driver (device time).
     #[arg(short = 'Q', long)]

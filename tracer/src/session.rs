@@ -213,10 +213,16 @@ fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
     // Ring buffers register with the runtime's reactor when attached.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let _runtime_context = runtime.enter();
-    if let Some(addr) = args.metrics {
-        let endpoint = runtime.block_on(crate::export::server::MetricsEndpoint::bind(addr))?;
-        eprintln!("tracer: serving Prometheus metrics at http://{}/metrics", endpoint.local_addr);
-        sinks.push(Box::new(MetricsSink { endpoint, metrics: Default::default() }));
+    if args.metrics.is_some() || args.otlp.is_some() {
+        let endpoint = match args.metrics {
+            Some(addr) => Some(runtime.block_on(crate::export::server::MetricsEndpoint::bind(addr))?),
+            None => None,
+        };
+        if let Some(endpoint) = &endpoint {
+            eprintln!("tracer: serving Prometheus metrics at http://{}/metrics", endpoint.local_addr);
+        }
+        let pusher = args.otlp.clone().map(crate::export::otlp::Pusher::new);
+        sinks.push(Box::new(MetricsSink { endpoint, pusher, metrics: Default::default() }));
     }
 
     let requested: Vec<FamilyName> = if args.families.is_empty() {
@@ -505,8 +511,20 @@ trait ReportSink {
 
 /// `--metrics`: the cumulative metrics, published at every interval.
 struct MetricsSink {
-    endpoint: crate::export::server::MetricsEndpoint,
+    endpoint: Option<crate::export::server::MetricsEndpoint>,
+    pusher: Option<crate::export::otlp::Pusher>,
     metrics: crate::export::Metrics,
+}
+
+impl MetricsSink {
+    fn publish(&self) {
+        if let Some(endpoint) = &self.endpoint {
+            endpoint.publish(&self.metrics);
+        }
+        if let Some(pusher) = &self.pusher {
+            pusher.push(&self.metrics);
+        }
+    }
 }
 
 impl ReportSink for MetricsSink {
@@ -516,13 +534,13 @@ impl ReportSink for MetricsSink {
             &header.host.kernel_release,
             header.start_unix_s,
         );
-        self.endpoint.publish(&self.metrics);
+        self.publish();
         Ok(())
     }
 
     fn interval(&mut self, report: &Report) -> Result<()> {
         self.metrics.add_interval(report);
-        self.endpoint.publish(&self.metrics);
+        self.publish();
         Ok(())
     }
 

@@ -11,6 +11,7 @@
 //! hosts. They are in nanoseconds, not seconds, because bucket edges at
 //! 2^(i/16) ns do not fall on 2^(j/16) s.
 
+pub mod otlp;
 pub mod prometheus;
 pub mod server;
 
