@@ -184,3 +184,136 @@ fn prometheus_counts_equal_the_block_stat_and_native_p99_agrees() {
         "Prometheus p99 {prom_p99_ns} ns vs tracer's {tracer_p99_ns} ns: {buckets_apart} buckets apart"
     );
 }
+
+/// An OTLP/HTTP receiver of the test's own: the bodies of the POSTs it got.
+fn otlp_receiver() -> (String, std::sync::mpsc::Receiver<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 65536];
+            // Read the head, then exactly Content-Length bytes of body.
+            let (head_end, length) = loop {
+                let Ok(n) = stream.read(&mut buf) else { break (0, 0) };
+                if n == 0 {
+                    break (0, 0);
+                }
+                request.extend_from_slice(&buf[..n]);
+                if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&request[..end]).to_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    break (end + 4, length);
+                }
+            };
+            while request.len() < head_end + length {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            if head_end > 0 && tx.send(request[head_end..].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+/// What tracer pushes decodes with the official OpenTelemetry protobuf
+/// definitions, and its exponential histograms carry tracer's own bucket
+/// counts (those of the final JSON report) at scale 4.
+#[test]
+fn otlp_push_carries_tracers_buckets() {
+    use opentelemetry_proto::tonic::{
+        collector::metrics::v1::ExportMetricsServiceRequest, common::v1::any_value::Value as AnyValue,
+        metrics::v1::metric::Data,
+    };
+    use prost::Message as _;
+
+    require_root();
+    let disk = LoopDevice::new("export-otlp", 64 << 20);
+    let (addr, bodies) = otlp_receiver();
+    let url = format!("http://{addr}/v1/metrics");
+    let tracer = Tracer::start(&[
+        "trace",
+        "block",
+        "--disk",
+        &disk.name,
+        "--duration",
+        "120s",
+        "--interval",
+        "1s",
+        "--json",
+        "--otlp",
+        &url,
+    ]);
+    run_helper(HELPER, &["direct-io", &disk.device, "2000", "0", "0", "0"]);
+    // Two more intervals: the last push holds every request.
+    std::thread::sleep(Duration::from_millis(2500));
+    let done = tracer.stop();
+    assert!(done.status.success(), "tracer failed: {}", done.stderr);
+    let whole = done.json_lines().pop().expect("the whole-run report");
+    let read = whole["block"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["device"] == disk.name.as_str() && r["op"] == "read")
+        .expect("a read row")
+        .clone();
+
+    let last = bodies.try_iter().last().expect("tracer pushed OTLP requests");
+    let request = ExportMetricsServiceRequest::decode(&last[..]).expect("an OTLP metrics request");
+    let resource = request.resource_metrics[0].resource.as_ref().unwrap();
+    let attribute = |key: &str| {
+        resource.attributes.iter().find(|kv| kv.key == key).and_then(|kv| match &kv.value.as_ref()?.value {
+            Some(AnyValue::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        })
+    };
+    assert_eq!(attribute("host.name").as_deref(), Some(whole["host"]["hostname"].as_str().unwrap()));
+    assert_eq!(attribute("os.version").as_deref(), Some(whole["host"]["kernel_release"].as_str().unwrap()));
+    let metrics = &request.resource_metrics[0].scope_metrics[0].metrics;
+    let latency = metrics.iter().find(|m| m.name == "tracer.block.latency").expect("the latency metric");
+    let Some(Data::ExponentialHistogram(h)) = &latency.data else { panic!("not exponential: {latency:?}") };
+    let point = h
+        .data_points
+        .iter()
+        .find(|p| {
+            let has = |k: &str, v: &str| {
+                p.attributes.iter().any(|kv| {
+                    kv.key == k
+                        && matches!(&kv.value.as_ref().and_then(|x| x.value.clone()), Some(AnyValue::StringValue(s)) if s == v)
+                })
+            };
+            has("device", &disk.name) && has("op", "read")
+        })
+        .expect("a data point for the read row");
+    assert_eq!(point.scale, 4);
+    assert_eq!(point.count, read["count"].as_u64().unwrap());
+    // OTel bucket i holds (2^(i/16), 2^((i+1)/16)]: tracer's index i+1.
+    let positive = point.positive.as_ref().unwrap();
+    let mut otel: Vec<(i64, u64)> = positive
+        .bucket_counts
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c > 0)
+        .map(|(i, c)| (positive.offset as i64 + i as i64 + 1, *c))
+        .collect();
+    otel.sort();
+    let mut tracer_buckets: Vec<(i64, u64)> = read["histogram"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["index"].as_i64().expect("buckets carry their index"), b["count"].as_u64().unwrap()))
+        .collect();
+    tracer_buckets.sort();
+    assert_eq!(otel, tracer_buckets);
+}

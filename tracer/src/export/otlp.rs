@@ -143,7 +143,12 @@ fn attributes(labels: &[(&str, &str)]) -> Vec<pb::KeyValue> {
 /// Tracer's buckets as an OTel exponential histogram at scale 4. OTel's
 /// bucket `i` holds `(base^i, base^(i+1)]`, Prometheus' and tracer's bucket
 /// `i` holds `(base^(i-1), base^i]`: the same buckets, indexes one apart.
-pub fn exponential_point(h: &LatencyHist, labels: &[(&str, &str)], start_ns: u64, now_ns: u64) -> pb::ExponentialHistogramDataPoint {
+pub fn exponential_point(
+    h: &LatencyHist,
+    labels: &[(&str, &str)],
+    start_ns: u64,
+    now_ns: u64,
+) -> pb::ExponentialHistogramDataPoint {
     let sparse = SparseBuckets::of(h);
     // Spans become one dense run of counts from the first bucket on.
     let first = sparse.spans.first().map(|&(start, _)| start);
@@ -193,7 +198,12 @@ pub fn request(m: &Metrics, now_ns: u64) -> pb::ExportMetricsServiceRequest {
     let mut metrics = vec![
         sum("tracer.block.requests", "completed block requests", "{request}", block(&|s| s.count as f64)),
         sum("tracer.block.bytes", "bytes of completed block requests", "By", block(&|s| s.bytes as f64)),
-        sum("tracer.block.errors", "block requests completed with an error", "{request}", block(&|s| s.errors as f64)),
+        sum(
+            "tracer.block.errors",
+            "block requests completed with an error",
+            "{request}",
+            block(&|s| s.errors as f64),
+        ),
         pb::Metric {
             name: "tracer.block.latency".into(),
             description: "block request latency, issue (or insert with --queued) to completion".into(),
@@ -203,7 +213,9 @@ pub fn request(m: &Metrics, now_ns: u64) -> pb::ExportMetricsServiceRequest {
                 data_points: m
                     .block
                     .iter()
-                    .map(|((device, op), s)| exponential_point(&s.hist, &[("device", device), ("op", op)], start_ns, now_ns))
+                    .map(|((device, op), s)| {
+                        exponential_point(&s.hist, &[("device", device), ("op", op)], start_ns, now_ns)
+                    })
                     .collect(),
                 aggregation_temporality: CUMULATIVE,
             }),
@@ -229,7 +241,10 @@ pub fn request(m: &Metrics, now_ns: u64) -> pb::ExportMetricsServiceRequest {
             m.alloc_failures
                 .iter()
                 .map(|((order, can_reclaim), n)| {
-                    point(&[("order", &order.to_string()), ("can_reclaim", &can_reclaim.to_string())], *n as f64)
+                    point(
+                        &[("order", &order.to_string()), ("can_reclaim", &can_reclaim.to_string())],
+                        *n as f64,
+                    )
                 })
                 .collect(),
         ),
@@ -239,7 +254,12 @@ pub fn request(m: &Metrics, now_ns: u64) -> pb::ExportMetricsServiceRequest {
             "{kill}",
             m.oom_kills.iter().map(|(cgroup, n)| point(&[("cgroup", cgroup)], *n as f64)).collect(),
         ),
-        sum("tracer.thp.splits", "transparent huge page PMD splits", "{split}", vec![point(&[], m.thp_splits as f64)]),
+        sum(
+            "tracer.thp.splits",
+            "transparent huge page PMD splits",
+            "{split}",
+            vec![point(&[], m.thp_splits as f64)],
+        ),
     ];
     let lost_total: u64 = m.lost.values().sum();
     let mut lost = vec![point(&[("reason", "all")], lost_total as f64)];
@@ -256,7 +276,10 @@ pub fn request(m: &Metrics, now_ns: u64) -> pb::ExportMetricsServiceRequest {
                 ]),
             }),
             scope_metrics: vec![pb::ScopeMetrics {
-                scope: Some(pb::InstrumentationScope { name: "tracer".into(), version: env!("CARGO_PKG_VERSION").into() }),
+                scope: Some(pb::InstrumentationScope {
+                    name: "tracer".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                }),
                 metrics,
             }],
         }],
@@ -362,7 +385,10 @@ impl Pusher {
                 Ok(()) => warned.store(false, Ordering::Release),
                 Err(e) => {
                     if !warned.swap(true, Ordering::AcqRel) {
-                        eprintln!("tracer: warning: OTLP push to http://{}{} failed: {e:#}", endpoint.authority, endpoint.path);
+                        eprintln!(
+                            "tracer: warning: OTLP push to http://{}{} failed: {e:#}",
+                            endpoint.authority, endpoint.path
+                        );
                     }
                 }
             }
@@ -386,8 +412,9 @@ async fn post(endpoint: &Endpoint, body: bytes::Bytes) -> anyhow::Result<()> {
         .header(hyper::header::HOST, &endpoint.authority)
         .header(hyper::header::CONTENT_TYPE, CONTENT_TYPE)
         .body(http_body_util::Full::new(body))?;
-    let response =
-        tokio::time::timeout(std::time::Duration::from_secs(10), sender.send_request(request)).await.context("timed out")??;
+    let response = tokio::time::timeout(std::time::Duration::from_secs(10), sender.send_request(request))
+        .await
+        .context("timed out")??;
     if !response.status().is_success() {
         bail!("the collector answered {}", response.status());
     }
