@@ -466,4 +466,19 @@ mod tests {
         }
         assert_eq!(decoded, expected);
     }
+
+    /// The Grafana dashboard in docs/ queries only metrics tracer exports.
+    #[test]
+    fn the_dashboard_uses_exported_names() {
+        let dashboard = include_str!("../../../docs/grafana/tracer.json");
+        let exported: Vec<String> = families(&metrics()).iter().map(|f| f.name.to_string()).collect();
+        let mut used = 0;
+        for (at, _) in dashboard.match_indices("tracer_") {
+            let name: String =
+                dashboard[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            assert!(exported.contains(&name), "the dashboard queries {name}, which tracer does not export");
+            used += 1;
+        }
+        assert!(used >= 7, "the dashboard queries tracer's metrics");
+    }
 }
