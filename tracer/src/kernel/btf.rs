@@ -10,17 +10,50 @@ pub struct KernelBtf {
     btf: Btf,
 }
 
+/// BTF from an in-memory copy in a memfd, mmapped like the sysfs file.
+fn mmap_copy(bytes: &[u8]) -> Result<Btf> {
+    use std::io::Write as _;
+    let fd = unsafe { libc::memfd_create(c"tracer-btf".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        bail!("memfd_create: {}", std::io::Error::last_os_error());
+    }
+    // Safety: a new descriptor we own.
+    let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    file.write_all(bytes)?;
+    // The mapping outlives the descriptor, which closes with `file`.
+    Btf::from_file_with_backend(format!("/proc/self/fd/{fd}"), btf_rs::Backend::Mmap)
+        .map_err(|e| anyhow!("mmap of a memfd copy: {e}"))
+}
+
 impl KernelBtf {
     pub fn load() -> Result<Self> {
-        // Mmap: looks types up on demand; parsing all of vmlinux BTF up front
-        // costs ~140 ms and ~40 MB.
-        let btf = Btf::from_file_with_backend(VMLINUX_BTF, btf_rs::Backend::Mmap).map_err(|e| {
+        Self::load_from(std::path::Path::new(VMLINUX_BTF))
+    }
+
+    /// Kernel BTF however the kernel allows it to be read. Mmap first: it
+    /// looks types up on demand, where parsing all of vmlinux BTF up front
+    /// costs ~140 ms and ~40 MB. Kernels before 6.16 refuse to mmap
+    /// /sys/kernel/btf/vmlinux (ENODEV) but read it: a copy in a memfd
+    /// mmaps (the file's size, ~5 MB), and parsing a plain read is the last
+    /// resort.
+    pub fn load_from(path: &std::path::Path) -> Result<Self> {
+        let unreadable = |e: &dyn std::fmt::Display| {
             anyhow!(
-                "kernel BTF is not readable at {VMLINUX_BTF} ({e}); this kernel needs \
-                 CONFIG_DEBUG_INFO_BTF for tracer's struct-reading probes"
+                "kernel BTF is not readable at {} ({e}); this kernel needs CONFIG_DEBUG_INFO_BTF \
+                 for tracer's struct-reading probes",
+                path.display()
             )
-        })?;
-        Ok(Self { btf })
+        };
+        let mmap_error = match Btf::from_file_with_backend(path, btf_rs::Backend::Mmap) {
+            Ok(btf) => return Ok(Self { btf }),
+            Err(e) => e.to_string(),
+        };
+        let bytes = std::fs::read(path).map_err(|e| unreadable(&e))?;
+        log::info!("mmap of {} failed ({mmap_error}); reading it instead", path.display());
+        if let Ok(btf) = mmap_copy(&bytes) {
+            return Ok(Self { btf });
+        }
+        Self::from_bytes(&bytes).map_err(|e| unreadable(&e))
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
@@ -186,5 +219,34 @@ pub fn task_offsets(btf: &KernelBtf) -> (tracer_common::task::TaskOffsets, Optio
             },
             Some(format!("memory cgroups unknown (kernel BTF: {e}); cgroups are not reported or filtered")),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The memfd copy (what kernels before 6.16 get) answers as the sysfs
+    /// file does.
+    #[test]
+    fn a_memfd_copy_reads_like_the_sysfs_file() {
+        let Ok(bytes) = std::fs::read(VMLINUX_BTF) else {
+            panic!("{VMLINUX_BTF} is readable on the machines that run the tests");
+        };
+        let direct = KernelBtf::load().unwrap();
+        let copy = KernelBtf { btf: mmap_copy(&bytes).unwrap() };
+        let parsed = KernelBtf::from_bytes(&bytes).unwrap();
+        for (name, member) in [("task_struct", "pid"), ("request", "q"), ("mm_struct", "pgtables_bytes")] {
+            let expected = direct.member_offset(name, member).ok();
+            assert_eq!(copy.member_offset(name, member).ok(), expected, "{name}.{member}");
+            assert_eq!(parsed.member_offset(name, member).ok(), expected, "{name}.{member}");
+        }
+        assert!(direct.member_offset("task_struct", "pid").is_ok());
+    }
+
+    #[test]
+    fn missing_btf_says_what_the_kernel_needs() {
+        let err = KernelBtf::load_from(std::path::Path::new("/nonexistent/vmlinux")).err().unwrap();
+        assert!(err.to_string().contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
     }
 }
