@@ -10,6 +10,7 @@ mod packages;
 mod setup;
 mod static_build;
 mod util;
+mod vm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -53,6 +54,16 @@ enum Command {
     },
     /// Overhead benchmarks against the anchor tools, in one run. Needs root.
     Bench(bench::BenchArgs),
+    /// The integration suite inside VMs on Debian 12's kernels (6.1, 6.1-rt,
+    /// 6.12; `all` or none for every one), with the host's built binaries;
+    /// prints kernel x family. Needs root; installs qemu and virtme-ng.
+    VmTest {
+        /// Kernels: 6.1, 6.1-rt, 6.12, all.
+        kernels: Vec<String>,
+        /// A test name filter passed to each test executable.
+        #[arg(last = true)]
+        filter: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -71,6 +82,10 @@ fn main() -> Result<()> {
         Command::Bench(args) => {
             setup::setup()?;
             bench::run(args)
+        }
+        Command::VmTest { kernels, filter } => {
+            setup::setup()?;
+            vm::run(&kernels, &filter)
         }
     }
 }

@@ -1,0 +1,484 @@
+//! `cargo xtask vm-test [KERNEL...]`: the integration suite inside VMs on
+//! the kernels users run, Debian 12's own, from its package archive.
+//!
+//! Set-up is idempotent: qemu (Debian's `qemu-system-x86`), virtme-ng (PyPI,
+//! `vng`, which boots a kernel with the host's root shared read-only), and
+//! each kernel's package, downloaded and unpacked once into a cache outside
+//! the checkout (`/var/cache/tracer-vm`), so later runs and fresh clones on
+//! the same machine reuse it. The newest build of each series is resolved
+//! at run time: old builds leave the archive as new ones arrive.
+//!
+//! The guest runs the host's built binaries (the static tracer and the test
+//! executables) and writes its results into a directory shared read-write;
+//! this prints one table, kernel x family.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::util;
+
+const CACHE: &str = "/var/cache/tracer-vm";
+
+/// A kernel series of the matrix: its name on the command line and the
+/// Debian package name pattern of its builds (newest wins).
+pub struct Series {
+    pub name: &'static str,
+    prefix: &'static str,
+    suffix: &'static str,
+    what: &'static str,
+}
+
+pub const SERIES: &[Series] = &[
+    Series {
+        name: "6.1",
+        prefix: "linux-image-6.1.0-",
+        suffix: "-amd64-unsigned",
+        what: "Debian 12's own kernel",
+    },
+    Series {
+        name: "6.1-rt",
+        prefix: "linux-image-6.1.0-",
+        suffix: "-rt-amd64-unsigned",
+        what: "Debian 12's PREEMPT_RT kernel (no THP)",
+    },
+    Series {
+        name: "6.12",
+        prefix: "linux-image-6.12.",
+        suffix: "+deb12-amd64-unsigned",
+        what: "Debian 12's backport series (also Debian 13's)",
+    },
+];
+
+/// A kernel unpacked in the cache.
+pub struct Kernel {
+    pub series: &'static str,
+    /// `uname -r`, e.g. 6.1.0-56-amd64.
+    pub release: String,
+    pub root: PathBuf,
+}
+
+impl Kernel {
+    fn vmlinuz(&self) -> PathBuf {
+        self.root.join(format!("boot/vmlinuz-{}", self.release))
+    }
+}
+
+fn series_named(name: &str) -> Result<&'static Series> {
+    SERIES.iter().find(|s| s.name == name).with_context(|| {
+        let known: Vec<&str> = SERIES.iter().map(|s| s.name).collect();
+        format!("unknown kernel `{name}`: the matrix has {} (or `all`)", known.join(", "))
+    })
+}
+
+/// Installs qemu, busybox (vng's initramfs) and virtme-ng when missing.
+pub fn ensure_tools() -> Result<()> {
+    crate::packages::ensure(&[
+        crate::packages::Package {
+            name: "qemu-system-x86",
+            command: "qemu-system-x86_64",
+            why: "vm-test boots Debian's kernels in it",
+        },
+        crate::packages::Package { name: "busybox-static", command: "busybox", why: "virtme-ng's initramfs" },
+    ])?;
+    if !util::exists_on_path("vng") {
+        println!("xtask: installing virtme-ng from PyPI (vng, to boot kernels with the host's root)");
+        util::run(
+            Command::new("python3").args(["-m", "pip", "install", "--quiet", "virtme-ng"]),
+            "pip install virtme-ng",
+        )?;
+    }
+    Ok(())
+}
+
+/// The newest package of a series in the archive.
+fn newest_package(series: &Series) -> Result<String> {
+    let search = || {
+        util::output(
+            Command::new("apt-cache").args([
+                "search",
+                "--names-only",
+                &format!("^{}", regex_escape(series.prefix)),
+            ]),
+            "apt-cache search",
+        )
+    };
+    let pick = |listing: &str| {
+        let mut names: Vec<String> = listing
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.ends_with(series.suffix))
+            .filter(|n| {
+                // The build number alone between prefix and suffix: not
+                // `-cloud-`, `-rt-` in the plain series.
+                let middle = &n[series.prefix.len()..n.len() - series.suffix.len()];
+                !middle.contains('-') || series.suffix.starts_with("-rt") && !middle.contains("-rt")
+            })
+            .map(String::from)
+            .collect();
+        names.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+        names.pop()
+    };
+    if let Some(name) = pick(&search()?) {
+        return Ok(name);
+    }
+    util::run(Command::new("apt-get").arg("update"), "apt-get update")?;
+    pick(&search()?).with_context(|| {
+        format!("no {}*{} package in the archive (apt-cache search)", series.prefix, series.suffix)
+    })
+}
+
+fn regex_escape(text: &str) -> String {
+    text.replace('.', "\\.")
+}
+
+/// Numbers in a package name, for a version order (6.1.0-9 < 6.1.0-56).
+fn version_key(name: &str) -> Vec<u64> {
+    name.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// Downloads and unpacks the newest kernel of `series`, once.
+pub fn prepare(series: &Series) -> Result<Kernel> {
+    let package = newest_package(series)?;
+    let release = package.trim_start_matches("linux-image-").trim_end_matches("-unsigned").to_string();
+    let root = Path::new(CACHE).join(format!("root-{release}"));
+    let kernel = Kernel { series: series.name, release: release.clone(), root: root.clone() };
+    if !kernel.vmlinuz().exists() {
+        let debs = Path::new(CACHE).join("debs");
+        std::fs::create_dir_all(&debs)?;
+        println!("xtask: downloading {package} ({})", series.what);
+        util::run(
+            Command::new("apt-get").args(["download", &package]).current_dir(&debs),
+            "apt-get download",
+        )?;
+        let deb = std::fs::read_dir(&debs)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_"))))
+            .context("the downloaded package")?;
+        let partial = root.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&partial);
+        util::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial), "dpkg-deb -x")?;
+        util::run(Command::new("depmod").arg("-b").arg(&partial).arg(&release), "depmod")?;
+        std::fs::rename(&partial, &root)?;
+        let _ = std::fs::remove_file(&deb);
+    }
+    // vng builds its initramfs from /lib/modules/<release>: point it at the
+    // cache (harmless on the host, which runs another kernel).
+    let modules = Path::new("/lib/modules").join(&release);
+    if !modules.exists() {
+        std::fs::create_dir_all("/lib/modules")?;
+        std::os::unix::fs::symlink(root.join("lib/modules").join(&release), &modules)
+            .with_context(|| format!("linking {}", modules.display()))?;
+    }
+    Ok(kernel)
+}
+
+/// The test executables of the integration suite, built on the host.
+pub fn build_test_executables() -> Result<Vec<(String, PathBuf)>> {
+    let out = util::output(
+        util::cargo().args([
+            "test",
+            "-p",
+            "tracer-tests",
+            "--no-run",
+            "--message-format=json-render-diagnostics",
+        ]),
+        "building the integration tests",
+    )?;
+    let mut exes = Vec::new();
+    for message in cargo_metadata::Message::parse_stream(out.as_bytes()).flatten() {
+        if let cargo_metadata::Message::CompilerArtifact(a) = message
+            && a.profile.test
+            && a.target.kind.iter().any(|k| k.to_string() == "test")
+            && let Some(exe) = a.executable
+        {
+            exes.push((a.target.name.clone(), exe.into_std_path_buf()));
+        }
+    }
+    exes.sort();
+    if exes.is_empty() {
+        bail!("cargo built no integration test executables");
+    }
+    Ok(exes)
+}
+
+/// What one kernel's run gave.
+pub struct Outcome {
+    pub kernel: String,
+    pub release: String,
+    /// Per family: the first line `tracer probes` printed for it.
+    pub families: Vec<(String, String)>,
+    /// Per test executable: (passed, failed, names of failed tests).
+    pub tests: Vec<(String, u64, u64, Vec<String>)>,
+    pub wall: Duration,
+    pub boot_to_first_test: Option<Duration>,
+}
+
+impl Outcome {
+    pub fn failed(&self) -> u64 {
+        self.tests.iter().map(|t| t.2).sum()
+    }
+}
+
+/// Boots `kernel`, runs the suite inside, and reads the results back.
+pub fn run_on(
+    kernel: &Kernel,
+    tracer: &Path,
+    exes: &[(String, PathBuf)],
+    filter: &[String],
+) -> Result<Outcome> {
+    let results = util::target_dir()?.join("vm-test").join(&kernel.release);
+    let _ = std::fs::remove_dir_all(&results);
+    std::fs::create_dir_all(&results)?;
+    let script = guest_script(kernel, tracer, exes, filter, &results);
+    let script_path = results.join("guest.sh");
+    std::fs::write(&script_path, script)?;
+    println!(
+        "xtask: booting {} ({}) under qemu (TCG: KVM here cannot run a stock kernel)",
+        kernel.release, kernel.series
+    );
+    let started = Instant::now();
+    // vng's qemu reopens stdout/stderr with truncation: piped, not a file.
+    let mut vng = Command::new("vng")
+        .args(["-v", "--disable-kvm", "--cpus", "2", "--memory", "4G"])
+        .arg("-r")
+        .arg(kernel.vmlinuz())
+        .arg(format!("--rwdir={}", results.display()))
+        .arg("--")
+        .arg(format!("bash {}", script_path.display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("starting vng (virtme-ng)")?;
+    let console = {
+        let mut out = String::new();
+        use std::io::Read as _;
+        if let Some(mut stdout) = vng.stdout.take() {
+            let _ = stdout.read_to_string(&mut out);
+        }
+        out
+    };
+    let _ = vng.wait();
+    let wall = started.elapsed();
+    std::fs::write(results.join("console.log"), &console)?;
+    if !results.join("done").exists() {
+        bail!(
+            "the guest on {} did not finish its script; console in {}",
+            kernel.release,
+            results.join("console.log").display()
+        );
+    }
+    let probes = std::fs::read_to_string(results.join("probes.txt")).unwrap_or_default();
+    let families = probes
+        .lines()
+        .filter(|l| !l.starts_with(' ') && l.contains(": "))
+        .filter_map(|l| l.split_once(": ").map(|(f, s)| (f.to_string(), s.to_string())))
+        .collect();
+    let mut tests = Vec::new();
+    for (name, _) in exes {
+        let text = std::fs::read_to_string(results.join(format!("test-{name}.txt"))).unwrap_or_default();
+        tests.push(parse_test_output(name, &text));
+    }
+    let boot_to_first_test = std::fs::read_to_string(results.join("first-test-at"))
+        .ok()
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .map(Duration::from_secs_f64);
+    Ok(Outcome {
+        kernel: kernel.series.into(),
+        release: kernel.release.clone(),
+        families,
+        tests,
+        wall,
+        boot_to_first_test,
+    })
+}
+
+/// (name, passed, failed, failed test names) from libtest's output.
+pub fn parse_test_output(name: &str, text: &str) -> (String, u64, u64, Vec<String>) {
+    let number_before = |line: &str, word: &str| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        words.windows(2).find(|w| w[1].trim_end_matches([';', ',']) == word).and_then(|w| w[0].parse().ok())
+    };
+    let (mut passed, mut failed) = (0, 0);
+    let mut failures = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("test result:") {
+            passed += number_before(line, "passed").unwrap_or(0);
+            failed += number_before(line, "failed").unwrap_or(0);
+        }
+        if let Some(test) = line.strip_prefix("test ").and_then(|l| l.strip_suffix(" ... FAILED")) {
+            failures.push(test.to_string());
+        }
+    }
+    if !text.contains("test result:") {
+        // Crashed or timed out before libtest's summary.
+        failed += 1;
+        failures.push(format!("{name} (no summary: crashed or timed out)"));
+    }
+    (name.to_string(), passed, failed, failures)
+}
+
+/// The script the guest runs: set the machine up as the tests expect (loop
+/// devices, a cgroup v1 memory hierarchy, tracefs), then each test
+/// executable with the static tracer, results into `results`.
+fn guest_script(
+    kernel: &Kernel,
+    tracer: &Path,
+    exes: &[(String, PathBuf)],
+    filter: &[String],
+    results: &Path,
+) -> String {
+    let r = results.display();
+    let mut s = format!(
+        r#"#!/bin/bash
+set -u
+R={r}
+exec > $R/guest.log 2>&1
+T0=$(cut -d' ' -f1 /proc/uptime)
+modprobe -d {root} loop || echo "no loop module"
+# The layout of the development machines: cgroup v1 memory beside v2.
+if ! grep -q ' cgroup .*memory' /proc/self/mountinfo; then
+  umount /sys/fs/cgroup 2>/dev/null
+  mount -t tmpfs -o mode=755 cgroup_root /sys/fs/cgroup
+  mkdir -p /sys/fs/cgroup/memory /sys/fs/cgroup/unified
+  mount -t cgroup -o memory cgroup /sys/fs/cgroup/memory || echo "no cgroup v1 memory"
+  mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
+fi
+mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
+export TRACER_BIN={tracer}
+uname -r > $R/uname
+$TRACER_BIN probes > $R/probes.txt 2>&1
+echo "$(cut -d' ' -f1 /proc/uptime)" > $R/first-test-at
+"#,
+        root = kernel.root.display(),
+        tracer = tracer.display(),
+    );
+    for (name, exe) in exes {
+        s.push_str(&format!(
+            "timeout 1500 {} --test-threads=2 {} > $R/test-{name}.txt 2>&1; echo $? > $R/test-{name}.rc\n",
+            exe.display(),
+            filter.join(" ")
+        ));
+    }
+    s.push_str("echo \"$T0\" > $R/done\n");
+    s
+}
+
+/// Which test executable checks which family.
+fn family_of_test(test: &str) -> &'static str {
+    match test {
+        "block" | "full_disk" => "block",
+        "alloc" => "alloc",
+        "oom" => "oom",
+        "memory" => "reclaim/thp",
+        _ => "all",
+    }
+}
+
+/// The table: kernel x family -> what tracer did, and tests.
+pub fn table(outcomes: &[Outcome]) -> String {
+    let mut out = String::from("| kernel | family | on this kernel | tests |\n|---|---|---|---|\n");
+    for o in outcomes {
+        for (family, state) in &o.families {
+            let tests: Vec<String> = o
+                .tests
+                .iter()
+                .filter(|t| family_of_test(&t.0).split('/').any(|f| f == family))
+                .map(|t| format!("{} {}/{}", t.0, t.1, t.1 + t.2))
+                .collect();
+            out.push_str(&format!(
+                "| {} ({}) | {family} | {} | {} |\n",
+                o.kernel,
+                o.release,
+                state,
+                tests.join(", ")
+            ));
+        }
+        let others: Vec<String> = o
+            .tests
+            .iter()
+            .filter(|t| family_of_test(&t.0) == "all")
+            .map(|t| format!("{} {}/{}", t.0, t.1, t.1 + t.2))
+            .collect();
+        out.push_str(&format!("| {} ({}) | (all) | | {} |\n", o.kernel, o.release, others.join(", ")));
+    }
+    for o in outcomes {
+        let failures: Vec<&String> = o.tests.iter().flat_map(|t| t.3.iter()).collect();
+        out.push_str(&format!(
+            "\n{} ({}): {} passed, {} failed; wall {:.0} s (boot to first test {}){}",
+            o.kernel,
+            o.release,
+            o.tests.iter().map(|t| t.1).sum::<u64>(),
+            o.failed(),
+            o.wall.as_secs_f64(),
+            o.boot_to_first_test.map_or("?".into(), |d| format!("{:.0} s", d.as_secs_f64())),
+            if failures.is_empty() {
+                String::new()
+            } else {
+                format!("\n  failed: {}", failures.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+            }
+        ));
+    }
+    out.push('\n');
+    out
+}
+
+/// `cargo xtask vm-test [KERNEL...] [-- TEST FILTER]`.
+pub fn run(kernels: &[String], filter: &[String]) -> Result<()> {
+    util::require_root("the VMs run the integration suite as root, and set-up installs packages")?;
+    ensure_tools()?;
+    let names: Vec<&str> = if kernels.is_empty() || kernels.iter().any(|k| k == "all") {
+        SERIES.iter().map(|s| s.name).collect()
+    } else {
+        kernels.iter().map(String::as_str).collect()
+    };
+    let series: Vec<&Series> = names.iter().map(|n| series_named(n)).collect::<Result<_>>()?;
+    let tracer = util::build_tracer(true)?;
+    let exes = build_test_executables()?;
+    let mut outcomes = Vec::new();
+    for s in series {
+        let kernel = prepare(s)?;
+        outcomes.push(run_on(&kernel, &tracer, &exes, filter)?);
+    }
+    let table = table(&outcomes);
+    println!("\n{table}");
+    let summary = util::target_dir()?.join("vm-test/summary.md");
+    std::fs::write(&summary, &table)?;
+    println!("xtask: the table is also in {}", summary.display());
+    let failed: u64 = outcomes.iter().map(Outcome::failed).sum();
+    if failed > 0 {
+        bail!("{failed} tests failed inside the VMs (logs under target/vm-test/<release>/)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libtest_output_is_counted() {
+        let text = "running 3 tests\ntest a ... ok\ntest b ... FAILED\ntest c ... ok\n\n\
+                    test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\n";
+        assert_eq!(parse_test_output("x", text), ("x".into(), 2, 1, vec!["b".into()]));
+        let crashed = parse_test_output("y", "running 1 test\n");
+        assert_eq!((crashed.1, crashed.2), (0, 1));
+    }
+
+    #[test]
+    fn newest_build_wins() {
+        let mut names = ["linux-image-6.1.0-9-amd64-unsigned", "linux-image-6.1.0-56-amd64-unsigned"];
+        names.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+        assert_eq!(names[1], "linux-image-6.1.0-56-amd64-unsigned");
+        assert!(
+            version_key("linux-image-6.12.9+deb12-amd64") < version_key("linux-image-6.12.117+deb12-amd64")
+        );
+    }
+}
