@@ -127,6 +127,104 @@ fn plan(
     }
 }
 
+/// What attaching gave: the object, the families attached, and every
+/// requested family's status (traced, unavailable, failed) in report order.
+struct Attached {
+    /// None when nothing could be planned (`probes` only).
+    ebpf: Option<Ebpf>,
+    traced: Vec<Box<dyn Family>>,
+    statuses: Vec<FamilyStatus>,
+}
+
+/// Plans, loads and attaches the requested families: the one path both
+/// `trace` and `probes` take, so they always agree on the hook each
+/// family uses. `trace` says why a family is not traced and fails when
+/// none is; `probes` (`quiet`) only collects the statuses.
+fn attach_families(
+    args: &RunOptions,
+    disks: &[(String, u32)],
+    env: &KernelEnv,
+    shared: &SharedGlobals,
+    stacks: &Rc<Stacks>,
+    quiet: bool,
+) -> Result<Attached> {
+    let requested: Vec<FamilyName> = if args.families.is_empty() {
+        IMPLEMENTED.to_vec()
+    } else {
+        let mut f = args.families.clone();
+        f.sort();
+        f.dedup();
+        f
+    };
+    let mut statuses = Vec::new();
+    let mut families: Vec<Box<dyn Family>> = Vec::new();
+    for name in requested {
+        match plan(name, args, disks, env, stacks) {
+            Planned::Ready(family) => families.push(family),
+            Planned::Unavailable { family, hook, why } => {
+                if !quiet {
+                    eprintln!("tracer: {family}: not traced: {why}");
+                }
+                statuses.push(FamilyStatus {
+                    family: family.into(),
+                    state: "unavailable".into(),
+                    hook,
+                    detail: why,
+                });
+            }
+        }
+    }
+    if families.is_empty() {
+        if quiet {
+            return Ok(Attached { ebpf: None, traced: Vec::new(), statuses });
+        }
+        bail!(
+            "nothing could be traced (see the reasons above); `tracer probes` lists what this kernel offers"
+        );
+    }
+
+    raise_memlock_limit();
+    let mut ebpf = {
+        let mut loader = EbpfLoader::new();
+        loader.override_global("TASK_OFFSETS", &shared.offsets, true);
+        loader.override_global("TASK_FILTER", &shared.filter, true);
+        for family in &families {
+            family.configure(&mut loader);
+        }
+        loader.load(crate::EBPF_OBJECT).context("loading the embedded eBPF object")?
+    };
+    let mut traced: Vec<Box<dyn Family>> = Vec::new();
+    for mut family in families {
+        match family.attach(&mut ebpf, env) {
+            Ok(()) => {
+                statuses.push(FamilyStatus {
+                    family: family.name().into(),
+                    state: "traced".into(),
+                    hook: family.hook_summary(),
+                    detail: family.refused(),
+                });
+                traced.push(family);
+            }
+            Err(e) => {
+                if !quiet {
+                    eprintln!("tracer: {}: not traced: {e:#}", family.name());
+                }
+                statuses.push(FamilyStatus {
+                    family: family.name().into(),
+                    state: "failed".into(),
+                    hook: family.hook_summary(),
+                    detail: format!("{e:#}"),
+                });
+            }
+        }
+    }
+    if traced.is_empty() && !quiet {
+        bail!("no family could be attached (see the reasons above)");
+    }
+    statuses.sort_by_key(|s| crate::families::ALL.iter().position(|f| *f == s.family));
+    Ok(Attached { ebpf: Some(ebpf), traced, statuses })
+}
+
 /// Read-only globals every memory family reads: task layout and the
 /// `--pid` / `--cgroup` filter.
 struct SharedGlobals {
@@ -225,77 +323,12 @@ fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
         sinks.push(Box::new(MetricsSink { endpoint, pusher, metrics: Default::default() }));
     }
 
-    let requested: Vec<FamilyName> = if args.families.is_empty() {
-        IMPLEMENTED.to_vec()
-    } else {
-        let mut f = args.families.clone();
-        f.sort();
-        f.dedup();
-        f
-    };
     let stacks = Stacks::new(args.vmlinux.clone());
     for warning in stacks.check_vmlinux() {
         eprintln!("tracer: warning: {warning}");
     }
-    let mut statuses = Vec::new();
-    let mut families: Vec<Box<dyn Family>> = Vec::new();
-    for name in requested {
-        match plan(name, args, &disks, &env, &stacks) {
-            Planned::Ready(family) => families.push(family),
-            Planned::Unavailable { family, hook, why } => {
-                eprintln!("tracer: {family}: not traced: {why}");
-                statuses.push(FamilyStatus {
-                    family: family.into(),
-                    state: "unavailable".into(),
-                    hook,
-                    detail: why,
-                });
-            }
-        }
-    }
-    if families.is_empty() {
-        bail!(
-            "nothing could be traced (see the reasons above); `tracer probes` lists what this kernel offers"
-        );
-    }
-
-    raise_memlock_limit();
-    let mut ebpf = {
-        let mut loader = EbpfLoader::new();
-        loader.override_global("TASK_OFFSETS", &shared.offsets, true);
-        loader.override_global("TASK_FILTER", &shared.filter, true);
-        for family in &families {
-            family.configure(&mut loader);
-        }
-        loader.load(crate::EBPF_OBJECT).context("loading the embedded eBPF object")?
-    };
-    let mut traced: Vec<Box<dyn Family>> = Vec::new();
-    for mut family in families {
-        match family.attach(&mut ebpf, &env) {
-            Ok(()) => {
-                statuses.push(FamilyStatus {
-                    family: family.name().into(),
-                    state: "traced".into(),
-                    hook: family.hook_summary(),
-                    detail: String::new(),
-                });
-                traced.push(family);
-            }
-            Err(e) => {
-                eprintln!("tracer: {}: not traced: {e:#}", family.name());
-                statuses.push(FamilyStatus {
-                    family: family.name().into(),
-                    state: "failed".into(),
-                    hook: family.hook_summary(),
-                    detail: format!("{e:#}"),
-                });
-            }
-        }
-    }
-    if traced.is_empty() {
-        bail!("no family could be attached (see the reasons above)");
-    }
-    statuses.sort_by_key(|s| crate::families::ALL.iter().position(|f| *f == s.family));
+    let Attached { ebpf, traced, statuses } = attach_families(args, &disks, &env, &shared, &stacks, false)?;
+    let ebpf = ebpf.expect("attached families have an object");
     let names: Vec<&str> = traced.iter().map(|f| f.name()).collect();
     // Attached: from now on Ctrl-C and SIGTERM end the run with a report.
     let mut stop = StopSignals::new()?;
@@ -742,32 +775,55 @@ fn humantime(d: Duration) -> String {
 }
 
 fn probes(args: ProbesArgs) -> Result<ExitCode> {
+    caps::require_tracing()?;
     let mut notices = Vec::new();
     let env = kernel_env(&mut notices, true)?;
     for notice in &notices {
         eprintln!("tracer: {notice}");
     }
+    // What `tracer trace` without options would do, done for real (then
+    // detached): the verdicts are the hooks trace would use, not a guess.
+    let Ok(Cli { command: Command::Trace(defaults), .. }) =
+        <Cli as clap::Parser>::try_parse_from(["tracer", "trace"])
+    else {
+        unreachable!("`tracer trace` parses")
+    };
+    let defaults = defaults.run;
+    let shared = SharedGlobals::new(&defaults, &env, &mut Vec::new())?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let _runtime_context = runtime.enter();
+    let stacks = Stacks::new(None);
+    let attached = attach_families(&defaults, &[], &env, &shared, &stacks, true)?;
+    let statuses = attached.statuses.clone();
+    drop(attached);
+
     let mut table: Vec<(&str, Vec<Hook>, String)> = Vec::new();
-    for name in [FamilyName::Block, FamilyName::Alloc, FamilyName::Oom, FamilyName::Reclaim, FamilyName::Thp]
-    {
-        let (hooks, verdict) = match hooks_for(name, &env, false) {
-            Some(hooks) => {
-                let verdict = match hooks.iter().find(|h| h.required && !h.available) {
-                    None => {
-                        let used: Vec<&str> =
-                            hooks.iter().filter(|h| h.used && h.required).map(|h| h.name.as_str()).collect();
-                        let flavor = if hooks.iter().any(|h| h.name.starts_with("tp_btf") && h.used) {
-                            "tp_btf"
-                        } else {
-                            "raw_tp"
-                        };
-                        format!("traced with {flavor} {}", used.join(", "))
+    for name in IMPLEMENTED {
+        let status = statuses.iter().find(|s| s.family == name.as_str());
+        let mut hooks = hooks_for(name, &env, false).unwrap_or_default();
+        let verdict = match status {
+            Some(s) if s.state == "traced" => {
+                // The ways of attaching (not the tracepoints themselves):
+                // in use exactly when trace's hook is of that kind.
+                let kind = s.hook.split_whitespace().next().unwrap_or_default();
+                for h in &mut hooks {
+                    let row_kind = h.name.split_whitespace().next().unwrap_or_default();
+                    if ["tp_btf", "fentry", "kprobe", "/proc/vmstat"].contains(&row_kind) {
+                        h.used = row_kind == kind;
                     }
-                    Some(missing) => format!("unavailable: {} ({})", missing.name, missing.note),
-                };
-                (hooks, verdict)
+                    // Tried at attach and refused: not a hook that works.
+                    if let Some(why) = s.detail.split("; ").find(|r| r.starts_with(&format!("{row_kind} "))) {
+                        h.available = false;
+                        h.note = format!("refused: {why}");
+                    }
+                }
+                format!("traced with {}", s.hook)
             }
-            None => (Vec::new(), "not implemented in this version".to_string()),
+            Some(s) => {
+                hooks.iter_mut().for_each(|h| h.used = false);
+                format!("{}: {}", s.state, s.detail)
+            }
+            None => "not requested".to_string(),
         };
         table.push((name.as_str(), hooks, verdict));
     }

@@ -252,7 +252,7 @@ fn thp_split(n: u32) {
         assert_eq!(unsafe { libc::madvise(aligned.add(HUGE + 4096).cast(), 4096, libc::MADV_DONTNEED) }, 0);
         unsafe { libc::munmap(base, len) };
     }
-    println!("{{\"iterations\":{n},\"huge_faults\":{huge_faults}}}");
+    println!("{{\"iterations\":{n},\"huge_faults\":{huge_faults},\"pid\":{}}}", std::process::id());
 }
 
 /// Inside `memcg` (small limit set by the test), writes then re-reads `mb`

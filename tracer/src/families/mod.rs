@@ -85,6 +85,11 @@ pub trait Family {
     fn name(&self) -> &'static str;
     /// One line naming the hook in use, for the report.
     fn hook_summary(&self) -> String;
+    /// Better hooks the kernel refused at attach time, and its answer
+    /// (empty when none was): `probes` and the report's header say it.
+    fn refused(&self) -> String {
+        String::new()
+    }
     fn configure<'a>(&'a self, loader: &mut EbpfLoader<'a>);
     fn attach(&mut self, ebpf: &mut Ebpf, env: &KernelEnv) -> Result<()>;
     /// Handles rare events streamed by the kernel side, if the family has

@@ -125,6 +125,10 @@ impl Family for ThpFamily {
         }
     }
 
+    fn refused(&self) -> String {
+        self.refused.join("; ")
+    }
+
     fn configure<'a>(&'a self, _loader: &mut EbpfLoader<'a>) {}
 
     fn attach(&mut self, ebpf: &mut Ebpf, env: &KernelEnv) -> Result<()> {
@@ -220,6 +224,12 @@ impl Family for ThpFamily {
 }
 
 /// The perf kprobe PMU aya attaches kprobes through.
+/// Whether /proc/kallsyms lists `function` (a text symbol).
+fn function_in_kallsyms(function: &str) -> bool {
+    std::fs::read_to_string("/proc/kallsyms")
+        .is_ok_and(|text| text.lines().any(|l| l.split_whitespace().nth(2) == Some(function)))
+}
+
 fn kprobes_supported() -> bool {
     std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists()
 }
@@ -240,6 +250,8 @@ pub fn probe_hooks(env: &KernelEnv) -> Vec<Hook> {
         });
     let has_fn_btf = |f: &str| env.btf.as_ref().is_ok_and(|b| b.has_type(f));
     let kprobes = kprobes_supported();
+    // A kprobe on a function the kernel does not have (no THP) cannot work.
+    let in_kallsyms = function_in_kallsyms(FUNCTIONS[0].1);
     let vmstat = vmstat::thp_split_counters(&vmstat::read()).contains_key("thp_split_pmd");
     vec![
         Hook {
@@ -261,13 +273,13 @@ pub fn probe_hooks(env: &KernelEnv) -> Vec<Hook> {
         },
         Hook {
             name: format!("kprobe {}", FUNCTIONS[0].1),
-            available: kprobes,
+            available: kprobes && in_kallsyms,
             used: false,
             required: false,
-            note: if kprobes {
-                "tried second at run time".into()
-            } else {
-                "this kernel has no kprobes".into()
+            note: match (kprobes, in_kallsyms) {
+                (true, true) => "tried second at run time".into(),
+                (false, _) => "this kernel has no kprobes".into(),
+                (true, false) => format!("no {} in /proc/kallsyms (a kernel without THP)", FUNCTIONS[0].1),
             },
         },
         Hook {
