@@ -120,7 +120,7 @@ fn newest_package(series: &Series) -> Result<String> {
             })
             .map(String::from)
             .collect();
-        names.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+        names.sort_by_key(|n| version_key(n));
         names.pop()
     };
     if let Some(name) = pick(&search()?) {
@@ -477,7 +477,7 @@ mod tests {
     #[test]
     fn newest_build_wins() {
         let mut names = ["linux-image-6.1.0-9-amd64-unsigned", "linux-image-6.1.0-56-amd64-unsigned"];
-        names.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+        names.sort_by_key(|n| version_key(n));
         assert_eq!(names[1], "linux-image-6.1.0-56-amd64-unsigned");
         assert!(
             version_key("linux-image-6.12.9+deb12-amd64") < version_key("linux-image-6.12.117+deb12-amd64")
