@@ -90,7 +90,8 @@ fn probes_as_non_root_says_it_needs_root() {
         .arg("probes"));
     let _ = std::fs::remove_file(&copy);
     assert_eq!(done.status.code(), Some(1), "{}", done.stderr);
-    assert!(done.stderr.contains("needs root"), "{}", done.stderr);
+    // probes attaches as trace would: the same check, the same advice.
+    assert!(done.stderr.contains("not root") && done.stderr.contains("Run it as root"), "{}", done.stderr);
     assert!(!done.stderr.contains("not mounted"), "{}", done.stderr);
 }
 
@@ -159,4 +160,30 @@ fn probes_lists_the_hooks_in_use() {
         .map(|h| h["hook"].as_str().unwrap())
         .collect();
     assert!(used.contains(&"block:block_rq_issue") && used.contains(&"block:block_rq_complete"), "{used:?}");
+}
+
+/// `probes` and `trace` agree on the hook of every family: probes attaches
+/// as trace does. On kernels where a family falls back (raw_tp, the vmstat
+/// counters) both say the same fallback.
+#[test]
+fn probes_and_trace_agree_on_every_hook() {
+    require_root();
+    let done = run_tracer(&["probes", "--json"]);
+    assert!(done.status.success(), "{}", done.stderr);
+    let probes: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
+    let traced = run_tracer(&["trace", "--duration", "1s", "--json"]);
+    assert!(traced.status.success(), "{}", traced.stderr);
+    let report = traced.json();
+    for family in report["families"].as_array().unwrap() {
+        let name = family["family"].as_str().unwrap();
+        let verdict = probes.as_array().unwrap().iter().find(|f| f["family"] == name).unwrap()["verdict"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let expected = match family["state"].as_str().unwrap() {
+            "traced" => format!("traced with {}", family["hook"].as_str().unwrap()),
+            state => format!("{state}: {}", family["detail"].as_str().unwrap_or_default()),
+        };
+        assert_eq!(verdict, expected, "{name}");
+    }
 }
