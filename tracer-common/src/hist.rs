@@ -101,14 +101,17 @@ pub fn bucket_index(v: u64) -> usize {
     if v == 1 << exp {
         return (exp * BUCKETS_PER_OCTAVE) as usize + 1;
     }
-    // Edges passed within the octave; unrolled, so straight-line BPF.
+    // Edges passed within the octave, counted without a branch: a compare
+    // per edge would double the paths the verifier walks 15 times (6.1's
+    // gives up, "BPF program is too large"). Here v and every edge are below
+    // 2^40, so `edge - v` wraps (top bit set) exactly when v > edge.
     let shift = 63 - exp;
-    let mut passed = 0;
+    let mut passed = 0u64;
     macro_rules! step {
-        ($($i:literal)*) => { $( passed += (v > (FRACTIONS[$i] >> shift)) as u32; )* };
+        ($($i:literal)*) => { $( passed += (FRACTIONS[$i] >> shift).wrapping_sub(v) >> 63; )* };
     }
     step!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14);
-    (exp * BUCKETS_PER_OCTAVE + 1 + passed) as usize + 1
+    (exp * BUCKETS_PER_OCTAVE + 1 + passed as u32) as usize + 1
 }
 
 /// The exponential bucket index of a slot (`None` for the zero bucket and

@@ -31,6 +31,9 @@ pub struct Series {
     prefix: &'static str,
     suffix: &'static str,
     what: &'static str,
+    /// Also fetch the vmlinux with DWARF from the `-dbg` package (~860 MB
+    /// download, ~630 MB unpacked; seconds here), for kernel file:line.
+    debug_vmlinux: bool,
 }
 
 pub const SERIES: &[Series] = &[
@@ -39,18 +42,21 @@ pub const SERIES: &[Series] = &[
         prefix: "linux-image-6.1.0-",
         suffix: "-amd64-unsigned",
         what: "Debian 12's own kernel",
+        debug_vmlinux: true,
     },
     Series {
         name: "6.1-rt",
         prefix: "linux-image-6.1.0-",
         suffix: "-rt-amd64-unsigned",
         what: "Debian 12's PREEMPT_RT kernel (no THP)",
+        debug_vmlinux: false,
     },
     Series {
         name: "6.12",
         prefix: "linux-image-6.12.",
         suffix: "+deb12-amd64-unsigned",
         what: "Debian 12's backport series (also Debian 13's)",
+        debug_vmlinux: false,
     },
 ];
 
@@ -60,6 +66,8 @@ pub struct Kernel {
     /// `uname -r`, e.g. 6.1.0-56-amd64.
     pub release: String,
     pub root: PathBuf,
+    /// The vmlinux with DWARF, where the series fetches it.
+    pub debug_vmlinux: Option<PathBuf>,
 }
 
 impl Kernel {
@@ -149,7 +157,8 @@ pub fn prepare(series: &Series) -> Result<Kernel> {
     let package = newest_package(series)?;
     let release = package.trim_start_matches("linux-image-").trim_end_matches("-unsigned").to_string();
     let root = Path::new(CACHE).join(format!("root-{release}"));
-    let kernel = Kernel { series: series.name, release: release.clone(), root: root.clone() };
+    let mut kernel =
+        Kernel { series: series.name, release: release.clone(), root: root.clone(), debug_vmlinux: None };
     if !kernel.vmlinuz().exists() {
         let debs = Path::new(CACHE).join("debs");
         std::fs::create_dir_all(&debs)?;
@@ -169,6 +178,9 @@ pub fn prepare(series: &Series) -> Result<Kernel> {
         std::fs::rename(&partial, &root)?;
         let _ = std::fs::remove_file(&deb);
     }
+    if series.debug_vmlinux {
+        kernel.debug_vmlinux = Some(fetch_debug_vmlinux(&release)?);
+    }
     // vng builds its initramfs from /lib/modules/<release>: point it at the
     // cache (harmless on the host, which runs another kernel).
     let modules = Path::new("/lib/modules").join(&release);
@@ -178,6 +190,32 @@ pub fn prepare(series: &Series) -> Result<Kernel> {
             .with_context(|| format!("linking {}", modules.display()))?;
     }
     Ok(kernel)
+}
+
+/// `/usr/lib/debug/boot/vmlinux-<release>` out of Debian's `-dbg` package,
+/// once: only that file is kept.
+fn fetch_debug_vmlinux(release: &str) -> Result<PathBuf> {
+    let inner = format!("usr/lib/debug/boot/vmlinux-{release}");
+    let dir = Path::new(CACHE).join(format!("dbg-{release}"));
+    let vmlinux = dir.join(&inner);
+    if vmlinux.is_file() {
+        return Ok(vmlinux);
+    }
+    let package = format!("linux-image-{release}-dbg");
+    let debs = Path::new(CACHE).join("debs");
+    std::fs::create_dir_all(&debs)?;
+    println!("xtask: downloading {package} for its vmlinux with DWARF (~860 MB, once)");
+    util::run(Command::new("apt-get").args(["download", &package]).current_dir(&debs), "apt-get download")?;
+    let deb = std::fs::read_dir(&debs)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_"))))
+        .context("the downloaded -dbg package")?;
+    std::fs::create_dir_all(&dir)?;
+    let script =
+        format!("dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' './{inner}'", deb.display(), dir.display());
+    util::run(Command::new("sh").args(["-c", &script]), "unpacking the vmlinux")?;
+    let _ = std::fs::remove_file(&deb);
+    Ok(vmlinux)
 }
 
 /// The test executables of the integration suite, built on the host.
@@ -355,12 +393,21 @@ if ! grep -q ' cgroup .*memory' /proc/self/mountinfo; then
 fi
 mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
 export TRACER_BIN={tracer}
+{debug}
 uname -r > $R/uname
 $TRACER_BIN probes > $R/probes.txt 2>&1
 echo "$(cut -d' ' -f1 /proc/uptime)" > $R/first-test-at
 "#,
         root = kernel.root.display(),
         tracer = tracer.display(),
+        debug = match &kernel.debug_vmlinux {
+            // Where Debian's -dbg package puts it: tracer finds it itself.
+            Some(v) => format!(
+                "mkdir -p /usr/lib/debug/boot && ln -sf {} /usr/lib/debug/boot/ && export TRACER_TEST_REQUIRE_VMLINUX=1",
+                v.display()
+            ),
+            None => String::new(),
+        },
     );
     for (name, exe) in exes {
         s.push_str(&format!(
