@@ -43,6 +43,10 @@ enum Command {
         /// How long to run each fuzz target (0 to skip fuzzing).
         #[arg(long, default_value_t = 60, value_name = "SECONDS")]
         fuzz_seconds: u64,
+        /// Kernels to run the integration suite on in VMs after the host
+        /// (see vm-test): Debian 12's own by default; `none` to skip.
+        #[arg(long, default_value = "6.1", value_delimiter = ',', value_name = "KERNELS")]
+        vm: Vec<String>,
         /// Arguments passed on to `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
         cargo_test_args: Vec<String>,
@@ -74,7 +78,7 @@ fn main() -> Result<()> {
             util::build_tracer(release).map(|_| ())
         }
         Command::Demo => demo(),
-        Command::Test { fuzz_seconds, cargo_test_args } => test(&cargo_test_args, fuzz_seconds),
+        Command::Test { fuzz_seconds, vm, cargo_test_args } => test(&cargo_test_args, fuzz_seconds, &vm),
         Command::Fuzz { seconds } => {
             setup::setup()?;
             fuzz::run(std::time::Duration::from_secs(seconds))
@@ -90,7 +94,7 @@ fn main() -> Result<()> {
     }
 }
 
-fn test(extra: &[String], fuzz_seconds: u64) -> Result<()> {
+fn test(extra: &[String], fuzz_seconds: u64, vm_kernels: &[String]) -> Result<()> {
     setup::setup()?;
     util::require_root("the integration tests load eBPF programs and create loop devices")?;
     util::run(util::cargo().args(["fmt", "--all", "--", "--check"]), "cargo fmt --check")?;
@@ -113,6 +117,10 @@ fn test(extra: &[String], fuzz_seconds: u64) -> Result<()> {
     util::run(&mut cmd, "cargo test")?;
     if fuzz_seconds > 0 {
         fuzz::run(std::time::Duration::from_secs(fuzz_seconds))?;
+    }
+    if !vm_kernels.iter().any(|k| k == "none") {
+        // A feature is done when it passes on the kernels users run.
+        vm::run(vm_kernels, &[])?;
     }
     println!("xtask: all checks and tests passed");
     Ok(())
