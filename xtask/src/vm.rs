@@ -4,7 +4,7 @@
 //! Set-up is idempotent: qemu (Debian's `qemu-system-x86`), virtme-ng (PyPI,
 //! `vng`, which boots a kernel with the host's root shared read-only), and
 //! each kernel's package, downloaded and unpacked once into a cache outside
-//! the checkout (`/var/cache/tracer-vm`), so later runs and fresh clones on
+//! the checkout (`/var/lib/tracer-vm`), so later runs and fresh clones on
 //! the same machine reuse it. The newest build of each series is resolved
 //! at run time: old builds leave the archive as new ones arrive.
 //!
@@ -22,7 +22,8 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::util;
 
-const CACHE: &str = "/var/cache/tracer-vm";
+/// Not /var/cache: virtme-ng mounts a tmpfs there in the guest.
+const CACHE: &str = "/var/lib/tracer-vm";
 
 /// A kernel series of the matrix: its name on the command line and the
 /// Debian package name pattern of its builds (newest wins).
@@ -185,6 +186,7 @@ pub fn prepare(series: &Series) -> Result<Kernel> {
     // cache (harmless on the host, which runs another kernel).
     let modules = Path::new("/lib/modules").join(&release);
     if !modules.exists() {
+        let _ = std::fs::remove_file(&modules); // a link to a cache moved away
         std::fs::create_dir_all("/lib/modules")?;
         std::os::unix::fs::symlink(root.join("lib/modules").join(&release), &modules)
             .with_context(|| format!("linking {}", modules.display()))?;
