@@ -192,6 +192,34 @@ fn tracer_config<'a>(tracer: &'a Path, family: &'static str) -> ToolFactory<'a> 
     })
 }
 
+/// `tracer trace block --metrics` with a scraper pulling `/metrics` every
+/// second, as Prometheus would, for as long as tracer serves it.
+fn scraped_tracer_config(tracer: &Path) -> ToolFactory<'_> {
+    Box::new(move || {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let mut cmd = Command::new(tracer);
+        cmd.args(["trace", "block", "--duration", "1h", "--interval", "1s", "--metrics"])
+            .arg(format!("127.0.0.1:{port}"));
+        std::thread::spawn(move || {
+            use std::io::{Read as _, Write as _};
+            let mut served = false;
+            for _ in 0..3600 {
+                std::thread::sleep(Duration::from_secs(1));
+                let scrape = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+                    s.write_all(b"GET /metrics HTTP/1.0\r\nAccept: application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited\r\n\r\n")?;
+                    s.read_to_end(&mut Vec::new())
+                });
+                match scrape {
+                    Ok(_) => served = true,
+                    Err(_) if served => return, // tracer stopped
+                    Err(_) => {}
+                }
+            }
+        });
+        Some((cmd, "attached"))
+    })
+}
+
 /// Empty BPF programs on the hooks tracer uses: the floor any tracer there
 /// pays on this machine, before its programs do any work.
 fn floor_config<'a>(helper: &'a Path, tracepoints: &'static [&'static str]) -> ToolFactory<'a> {
@@ -284,6 +312,7 @@ fn block(tracer: &Path, helper: &Path, args: &BenchArgs) -> Result<()> {
                 Some((cmd, "Tracing block device I/O"))
             }),
         ),
+        ("tracer+scrape", scraped_tracer_config(tracer_path)),
     ];
     println!(
         "bench: block: fio 4 KiB random reads, queue depth 32, libaio on {}, {seconds}s x {} rounds",
@@ -295,6 +324,11 @@ fn block(tracer: &Path, helper: &Path, args: &BenchArgs) -> Result<()> {
     let tracer_loss = 1.0 - medians[2] / medians[0];
     let bio_loss = 1.0 - medians[3] / medians[0];
     let ratio = if bio_loss > 0.0 { tracer_loss / bio_loss } else { f64::NAN };
+    println!(
+        "block: tracer with a Prometheus scrape every second loses {:.1}% (tracer alone {:.1}%)",
+        (1.0 - medians[4] / medians[0]) * 100.0,
+        tracer_loss * 100.0
+    );
     println!(
         "\nblock: tracer loses {:.1}% of IOPS, biolatency -D {:.1}%: ratio {ratio:.2} (target <= 0.50) -> {}",
         tracer_loss * 100.0,
