@@ -64,11 +64,20 @@ impl LoopDevice {
     pub fn new(tag: &str, bytes: u64) -> Self {
         let backing = PathBuf::from(format!("/dev/shm/tracer-test-{tag}-{}.img", std::process::id()));
         std::fs::File::create(&backing).and_then(|f| f.set_len(bytes)).expect("creating loop backing file");
-        let out = Command::new("losetup")
-            .args(["--find", "--show", "--direct-io=on"])
-            .arg(&backing)
-            .output()
-            .expect("running losetup");
+        // Direct I/O keeps the backing file out of the page cache; tmpfs
+        // has it only since 6.6, so older kernels get a buffered loop.
+        let losetup = |direct: &[&str]| {
+            Command::new("losetup")
+                .args(["--find", "--show"])
+                .args(direct)
+                .arg(&backing)
+                .output()
+                .expect("running losetup")
+        };
+        let mut out = losetup(&["--direct-io=on"]);
+        if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Invalid argument") {
+            out = losetup(&[]);
+        }
         if !out.status.success() {
             let _ = std::fs::remove_file(&backing);
             panic!("losetup failed: {}", String::from_utf8_lossy(&out.stderr));

@@ -158,7 +158,11 @@ fn kernel_frames_have_file_and_line_from_the_distributions_vmlinux() {
             .iter()
             .find(|f| f["symbol"] == "array_map_alloc")
             .unwrap_or_else(|| panic!("array_map_alloc in the kernel stacks: {frames:#?}"));
-        assert!(frame["file"].as_str().is_some_and(|f| f.ends_with("kernel/bpf/arraymap.c")), "{frame}");
+        assert!(
+            frame["file"].as_str().is_some_and(|f| f.ends_with("kernel/bpf/arraymap.c")),
+            "{frame}\ntracer said:\n{}",
+            done.stderr
+        );
         assert!(frame["line"].as_u64().is_some_and(|l| l > 0), "{frame}");
         assert!(
             frames.iter().any(|f| f["inlined"].as_array().is_some_and(|i| !i.is_empty())),
