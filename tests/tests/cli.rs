@@ -96,13 +96,16 @@ fn probes_as_non_root_says_it_needs_root() {
 }
 
 /// In a private mount namespace (so parallel tests keep their tracefs),
-/// unmount tracefs: tracer mounts it itself and says so.
+/// unmount tracefs (and debugfs, whose `tracing` directory mounts tracefs
+/// again when looked at): tracer mounts it itself and says so.
 #[test]
 fn missing_tracefs_is_mounted_and_reported() {
     require_root();
     let script = format!(
         "umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null; \
-         test -d /sys/kernel/tracing/events && exit 99; exec {} trace block --duration 1s",
+         umount /sys/kernel/debug 2>/dev/null; \
+         test -d /sys/kernel/tracing/events && exit 99; \
+         test -d /sys/kernel/debug/tracing/events && exit 99; exec {} trace block --duration 1s",
         tracer_bin().display()
     );
     let done =
