@@ -3,7 +3,6 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
-    helpers::bpf_probe_read_kernel,
     macros::map,
     maps::{PerCpuArray, PerCpuHashMap, StackTrace},
     programs::tracing::StackIdContext,
@@ -22,9 +21,16 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS,
 
 #[inline(always)]
 pub fn count(counter: Counter) {
+    count_n(counter, 1);
+}
+
+/// Adds `n` (which may be 0) to a counter: lets a caller count without a
+/// branch of its own.
+#[inline(always)]
+pub fn count_n(counter: Counter, n: u64) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         // Per-CPU slot: no other writer.
-        unsafe { *slot += 1 };
+        unsafe { *slot += n };
     }
 }
 
@@ -105,13 +111,21 @@ impl Fields for Direct {
 impl Fields for Probe {
     #[inline(always)]
     fn read<T: Copy>(base: u64, offset: u32) -> Option<T> {
-        match unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) } {
-            Ok(value) => Some(value),
-            Err(_) => {
-                count(Counter::ProbeReadFailed);
-                None
-            }
-        }
+        // The helper zeroes the destination when the read faults, which is
+        // what every caller falls back to. No branch on the outcome: a
+        // branch per read doubles the paths the verifier walks each time,
+        // and 6.1's gave up on the OOM program ("too large"). The failure
+        // is counted all the same, from the sign of the return value.
+        let mut value = core::mem::MaybeUninit::<T>::uninit();
+        let ret = unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+                value.as_mut_ptr().cast(),
+                core::mem::size_of::<T>() as u32,
+                (base + offset as u64) as *const core::ffi::c_void,
+            )
+        };
+        count_n(Counter::ProbeReadFailed, (ret as u64) >> 63);
+        Some(unsafe { value.assume_init() })
     }
 
     #[inline(always)]

@@ -9,6 +9,10 @@ use tracer::{cli, session};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // A memory-forensics tool must not be a source of what it measures: its
+    // allocator returning memory would split transparent huge pages and
+    // show up as THP splits of its own.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     let cli = cli::parse();
     let level = match cli.verbose {
         0 => "warn",

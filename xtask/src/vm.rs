@@ -280,6 +280,11 @@ pub fn run_on(
     let script = guest_script(kernel, tracer, exes, filter, &results);
     let script_path = results.join("guest.sh");
     std::fs::write(&script_path, script)?;
+    // A disk for temporary files: the guest otherwise has only tmpfs, whose
+    // pages reclaim cannot take back without swap (the reclaim tests need
+    // page cache). Sparse on the host, removed afterwards.
+    let scratch = results.join("scratch.img");
+    std::fs::File::create(&scratch)?.set_len(16 << 30)?;
     println!(
         "xtask: booting {} ({}) under qemu (TCG: KVM here cannot run a stock kernel)",
         kernel.release, kernel.series
@@ -291,6 +296,8 @@ pub fn run_on(
         .arg("-r")
         .arg(kernel.vmlinuz())
         .arg(format!("--rwdir={}", results.display()))
+        .arg("--disk")
+        .arg(&scratch)
         .arg("--")
         .arg(format!("bash {}", script_path.display()))
         .stdout(std::process::Stdio::piped())
@@ -307,6 +314,7 @@ pub fn run_on(
     };
     let _ = vng.wait();
     let wall = started.elapsed();
+    let _ = std::fs::remove_file(&scratch);
     std::fs::write(results.join("console.log"), &console)?;
     if !results.join("done").exists() {
         bail!(
@@ -394,6 +402,16 @@ if ! grep -q ' cgroup .*memory' /proc/self/mountinfo; then
   mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
 fi
 mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
+# Temporary files on the scratch disk, a real filesystem (see run_on).
+modprobe virtio_scsi 2>/dev/null; modprobe sd_mod 2>/dev/null; modprobe ext4 2>/dev/null
+for i in $(seq 50); do [ -b /dev/sda ] && break; sleep 0.2; done
+if mkfs.ext4 -q -F /dev/sda && mkdir -p /scratch && mount /dev/sda /scratch; then
+  mkdir -p /scratch/tmp /scratch/vartmp && chmod 1777 /scratch/tmp /scratch/vartmp
+  mount --bind /scratch/vartmp /var/tmp
+  export TMPDIR=/scratch/tmp
+else
+  echo "no scratch disk: temporary files stay on tmpfs"
+fi
 export TRACER_BIN={tracer}
 {debug}
 uname -r > $R/uname
