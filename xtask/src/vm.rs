@@ -296,8 +296,7 @@ pub fn run_on(
         .arg("-r")
         .arg(kernel.vmlinuz())
         .arg(format!("--rwdir={}", results.display()))
-        .arg("--disk")
-        .arg(&scratch)
+        .arg(format!("--qemu-opts=-drive file={},format=raw,if=virtio,cache=unsafe", scratch.display()))
         .arg("--")
         .arg(format!("bash {}", script_path.display()))
         .stdout(std::process::Stdio::piped())
@@ -403,9 +402,9 @@ if ! grep -q ' cgroup .*memory' /proc/self/mountinfo; then
 fi
 mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
 # Temporary files on the scratch disk, a real filesystem (see run_on).
-modprobe virtio_scsi 2>/dev/null; modprobe sd_mod 2>/dev/null; modprobe ext4 2>/dev/null
-for i in $(seq 50); do [ -b /dev/sda ] && break; sleep 0.2; done
-if mkfs.ext4 -q -F /dev/sda && mkdir -p /scratch && mount /dev/sda /scratch; then
+modprobe virtio_blk 2>/dev/null; modprobe ext4 2>/dev/null
+for i in $(seq 50); do [ -b /dev/vda ] && break; sleep 0.2; done
+if mkfs.ext4 -q -F /dev/vda && mkdir -p /scratch && mount /dev/vda /scratch; then
   mkdir -p /scratch/tmp /scratch/vartmp && chmod 1777 /scratch/tmp /scratch/vartmp
   mount --bind /scratch/vartmp /var/tmp
   export TMPDIR=/scratch/tmp
