@@ -26,7 +26,6 @@ use std::{
 
 use blazesym::{
     Pid,
-    helper::read_elf_build_id,
     inspect::{self, Inspector},
     normalize::{NormalizeOpts, Normalizer, UserMeta},
     symbolize::{
@@ -429,6 +428,16 @@ enum LookupBy {
 
 /// The file to resolve a module's frames from: the module itself when it
 /// is still the recorded file, else a debug file found by build id.
+/// The GNU build id of an ELF file, read through a cache so that a 600 MB
+/// vmlinux is not read whole. (blazesym's reader took the first note of a
+/// Debian vmlinux, a Xen one, for the build id.)
+fn read_elf_build_id(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    let cache = object::ReadCache::new(file);
+    let elf = object::File::parse(&cache).map_err(|e| e.to_string())?;
+    elf.build_id().map(|id| id.map(<[u8]>::to_vec)).map_err(|e| e.to_string())
+}
+
 fn user_symbol_file(
     module: &Path,
     build_id: Option<&str>,
