@@ -24,6 +24,11 @@ pub struct OomOffsets {
     pub rss_file: u32,
     pub rss_anon: u32,
     pub rss_shmem: u32,
+    /// Non-zero where `oom:mark_victim` gives the victim's pid, not its
+    /// task (`mark_victim(int pid)`, kernels before the task and uid were
+    /// added, e.g. 6.1): no victim detail can be read from the kernel.
+    pub victim_is_pid: u32,
+    pub _pad: u32,
 }
 
 pub const OOM_KIND_KILL: u32 = 1;

@@ -40,6 +40,8 @@ static OOM_OFFSETS: OomOffsets = OomOffsets {
     rss_file: 0,
     rss_anon: 0,
     rss_shmem: 0,
+    victim_is_pid: 0,
+    _pad: 0,
 };
 
 #[map]
@@ -57,6 +59,10 @@ fn rss_pages<F: Fields>(mm: u64, index: u32, o: &OomOffsets) -> u64 {
 #[inline(always)]
 fn on_mark_victim<F: CurrentTask, C: StackIdContext>(ctx: &C, victim: u64, uid: u64) {
     let o = global(&OOM_OFFSETS);
+    if o.victim_is_pid != 0 {
+        on_mark_victim_pid::<F, _>(ctx, victim as u32);
+        return;
+    }
     let victim_tgid = F::read::<i32>(victim, o.task_tgid).unwrap_or(0) as u32;
     // --pid and --cgroup select kills by their victim.
     let Some(victim_memcg) = task_wanted::<F>(victim, victim_tgid) else {
@@ -107,6 +113,45 @@ fn on_mark_victim<F: CurrentTask, C: StackIdContext>(ctx: &C, victim: u64, uid: 
         _pad: 0,
         trigger_comm: bpf_get_current_comm().unwrap_or([0; 16]),
         trigger_memcg: task_memcg_id::<F>(current),
+    });
+    entry.submit(0);
+}
+
+/// `mark_victim(int pid)`: the victim's pid only. The kill is in the
+/// trigger's memory cgroup (or above it), so filters apply to the trigger.
+#[inline(always)]
+fn on_mark_victim_pid<F: CurrentTask, C: StackIdContext>(ctx: &C, victim_pid: u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let current = F::current_task();
+    let Some(trigger_memcg) = task_wanted::<F>(current, (pid_tgid >> 32) as u32) else {
+        return;
+    };
+    let Some(mut entry) = OOM_EVENTS.reserve::<OomEvent>(0) else {
+        count(Counter::RingbufFull);
+        return;
+    };
+    let (kernel_stack, user_stack) = capture_stacks(ctx, has_user_stack::<F>(current));
+    entry.write(OomEvent {
+        kind: OOM_KIND_KILL,
+        victim_pid,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        victim_tgid: victim_pid,
+        victim_uid: 0,
+        victim_comm: [0; 16],
+        victim_memcg: trigger_memcg,
+        total_vm: 0,
+        anon_rss: 0,
+        file_rss: 0,
+        shmem_rss: 0,
+        pgtables_bytes: 0,
+        oom_score_adj: 0,
+        trigger_pid: pid_tgid as u32,
+        trigger_tgid: (pid_tgid >> 32) as u32,
+        trigger_kernel_stack: kernel_stack,
+        trigger_user_stack: user_stack,
+        _pad: 0,
+        trigger_comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        trigger_memcg,
     });
     entry.submit(0);
 }

@@ -87,13 +87,29 @@ pub fn oom_offsets(btf: &KernelBtf) -> Result<OomOffsets> {
         rss_file: index("MM_FILEPAGES")?,
         rss_anon: index("MM_ANONPAGES")?,
         rss_shmem: index("MM_SHMEMPAGES")?,
+        victim_is_pid: 0,
+        _pad: 0,
     })
 }
 
 impl OomFamily {
     pub fn new(env: &KernelEnv, stacks: Rc<Stacks>) -> Result<Self> {
         let btf = env.btf.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let offsets = oom_offsets(btf).context("reading the OOM victim's layout from BTF")?;
+        let mut offsets = oom_offsets(btf).context("reading the OOM victim's layout from BTF")?;
+        // Older kernels' mark_victim(int pid) has no uid field: the pid is
+        // all the kernel gives.
+        let format = std::fs::read_to_string(env.tracefs.root().join("events/oom/mark_victim/format"))
+            .unwrap_or_default();
+        let victim_is_pid = !format.is_empty() && !format.contains(" uid;");
+        offsets.victim_is_pid = victim_is_pid as u32;
+        let mut warnings = Vec::new();
+        if victim_is_pid {
+            warnings.push(
+                "oom: this kernel's oom:mark_victim gives only the victim's pid: the victim's command \
+                 comes from /proc while it lasts, its sizes are not known (reported as 0)"
+                    .to_string(),
+            );
+        }
         let page_kb = (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) / 1024) as u64;
         Ok(Self {
             offsets,
@@ -108,13 +124,23 @@ impl OomFamily {
             retries: [0; 2],
             retries_reported: [0; 2],
             stacks,
-            warnings: Vec::new(),
+            warnings,
         })
     }
 
     fn on_event(&mut self, event: &OomEvent, ebpf: &Ebpf) {
         match event.kind {
             OOM_KIND_KILL => {
+                let mut event = *event;
+                if self.offsets.victim_is_pid != 0 && event.victim_comm == [0; 16] {
+                    // Best effort, while the victim has not exited yet.
+                    if let Ok(comm) = std::fs::read(format!("/proc/{}/comm", event.victim_pid)) {
+                        let comm = comm.strip_suffix(b"\n").unwrap_or(&comm);
+                        let n = comm.len().min(15);
+                        event.victim_comm[..n].copy_from_slice(&comm[..n]);
+                    }
+                }
+                let event = &event;
                 let path = |cgroups: &mut Option<Cgroups>, id| {
                     cgroups.as_mut().and_then(|c| c.path_of(id)).unwrap_or_default()
                 };
