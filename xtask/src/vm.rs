@@ -404,10 +404,10 @@ mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
 # Temporary files on the scratch disk, a real filesystem (see run_on).
 modprobe virtio_blk 2>/dev/null; modprobe ext4 2>/dev/null
 for i in $(seq 50); do [ -b /dev/vda ] && break; sleep 0.2; done
-if mkfs.ext4 -q -F /dev/vda && mkdir -p /scratch && mount /dev/vda /scratch; then
-  mkdir -p /scratch/tmp /scratch/vartmp && chmod 1777 /scratch/tmp /scratch/vartmp
-  mount --bind /scratch/vartmp /var/tmp
-  export TMPDIR=/scratch/tmp
+if mkfs.ext4 -q -F /dev/vda && mkdir -p /run/scratch && mount /dev/vda /run/scratch; then
+  mkdir -p /run/scratch/tmp /run/scratch/vartmp && chmod 1777 /run/scratch/tmp /run/scratch/vartmp
+  mount --bind /run/scratch/vartmp /var/tmp
+  export TMPDIR=/run/scratch/tmp
 else
   echo "no scratch disk: temporary files stay on tmpfs"
 fi
