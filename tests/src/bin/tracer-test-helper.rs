@@ -129,6 +129,11 @@ fn wait_for(word: &str) {
 /// (`__GFP_NORETRY|__GFP_ACCOUNT`) fails its memcg charge.
 fn alloc_fail(memcg: &std::path::Path, max_failures: u32) {
     use std::io::Write as _;
+    // Touched before joining the memcg, so its pages are charged outside
+    // it: a page fault at the tight limit below would get this process
+    // OOM-killed instead of failing the kernel's allocation.
+    let mut fds: Vec<i64> = vec![-1; 100_000];
+    fds.clear();
     println!("{{\"pid\":{}}}", std::process::id());
     std::io::stdout().flush().unwrap();
     wait_for("go");
@@ -137,7 +142,6 @@ fn alloc_fail(memcg: &std::path::Path, max_failures: u32) {
         std::fs::read_to_string(memcg.join("memory.usage_in_bytes")).unwrap().trim().parse().unwrap();
     std::fs::write(memcg.join("memory.limit_in_bytes"), (usage + (1 << 20)).to_string())
         .expect("setting the limit");
-    let mut fds = Vec::with_capacity(100_000);
     let mut failures = 0;
     while failures < max_failures && fds.len() < 100_000 {
         let fd = create_map();
