@@ -84,9 +84,13 @@ fn a_memcg_oom_kill_matches_the_kernels_counters() {
     assert_eq!(kills.len() as u64, cg, "tracer kills vs memory.oom_control oom_kill: {kills:#?}");
     assert_eq!(kills.len() as u64, vm, "tracer kills vs /proc/vmstat oom_kill");
     let kill = &kills[0];
-    tracer_tests::assert_tp_btf(&report);
-    assert_eq!(kill["victim_pid"], pid);
     let pid_only = victim_is_pid_only();
+    if !pid_only {
+        // Where mark_victim gives a pid, the BTF program has no task to
+        // read; the raw tracepoint (which reads none either) is expected.
+        tracer_tests::assert_tp_btf(&report);
+    }
+    assert_eq!(kill["victim_pid"], pid);
     if pid_only {
         // The kernel gives the pid alone; the report says so.
         let warnings = report["warnings"].to_string();
