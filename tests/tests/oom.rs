@@ -28,12 +28,12 @@ fn logged_anon_rss_kb(pid: u64) -> Option<u64> {
     rest.split("kB").next()?.trim().parse().ok()
 }
 
-/// Kernels whose `oom:mark_victim` carries the victim's pid only (6.1):
-/// its format has no uid field.
+/// Kernels whose `oom:mark_victim` carries the victim's pid only (6.1,
+/// whose Debian build also has the uid): its format has no sizes.
 fn victim_is_pid_only() -> bool {
     let format =
         std::fs::read_to_string("/sys/kernel/tracing/events/oom/mark_victim/format").unwrap_or_default();
-    !format.contains(" uid;")
+    !format.contains(" total_vm;")
 }
 
 fn start_hogs(memcg: &MemCgroup, n: usize, mb: &str, score_adj: &str) -> Vec<(u64, Helper)> {

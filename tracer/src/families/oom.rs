@@ -96,11 +96,11 @@ impl OomFamily {
     pub fn new(env: &KernelEnv, stacks: Rc<Stacks>) -> Result<Self> {
         let btf = env.btf.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut offsets = oom_offsets(btf).context("reading the OOM victim's layout from BTF")?;
-        // Older kernels' mark_victim(int pid) has no uid field: the pid is
-        // all the kernel gives.
+        // Older kernels' mark_victim(int pid[, uid_t uid]) has none of the
+        // victim's sizes: the pid is all the kernel gives about the victim.
         let format = std::fs::read_to_string(env.tracefs.root().join("events/oom/mark_victim/format"))
             .unwrap_or_default();
-        let victim_is_pid = !format.is_empty() && !format.contains(" uid;");
+        let victim_is_pid = !format.is_empty() && !format.contains(" total_vm;");
         offsets.victim_is_pid = victim_is_pid as u32;
         let mut warnings = Vec::new();
         if victim_is_pid {
