@@ -82,6 +82,12 @@ pub const KNOWN_FAILURES: &[(&str, &str, &str)] = &[
     ),
     (
         "6.1",
+        "a_memcg_oom_kill_matches_the_kernels_counters",
+        "oom falls back to raw_tp on 6.1: its tp_btf mark_victim program is rejected there (not yet \
+         investigated); the test requires tp_btf",
+    ),
+    (
+        "6.1",
         "allocation_failures_match_ftrace_and_resolve_to_the_helpers_code",
         "the allocation-failure helper is sometimes OOM-killed under emulation instead of failing its \
          map creations (its tight memcg has no reclaimable page cache in the guest)",
