@@ -115,15 +115,18 @@ fn memcg_reclaim_is_attributed_to_its_cgroup() {
 }
 
 /// The one slow test: global direct reclaim from a page cache full of a
-/// sparse file and a burst of anonymous memory; bounded to a few GiB and
-/// cleaned up (file deleted, page cache dropped) whatever happens.
+/// sparse file, a min watermark raised above what is free, and a burst of
+/// anonymous memory; bounded to a few GiB and cleaned up (file deleted,
+/// page cache dropped, watermark restored) whatever happens.
 #[test]
 fn direct_reclaim_entries_equal_allocstall() {
     require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    struct Cleanup(std::path::PathBuf);
+    const MIN_FREE: &str = "/proc/sys/vm/min_free_kbytes";
+    struct Cleanup(std::path::PathBuf, String);
     impl Drop for Cleanup {
         fn drop(&mut self) {
+            let _ = std::fs::write(MIN_FREE, &self.1);
             let _ = std::fs::remove_file(&self.0);
             let _ = std::fs::write("/proc/sys/vm/drop_caches", "1");
         }
@@ -139,7 +142,9 @@ fn direct_reclaim_entries_equal_allocstall() {
     let anon = (total_gib / 3).max(1);
     let cache = total_gib.saturating_sub(anon / 2).max(2);
     let sparse = std::path::PathBuf::from(format!("/var/tmp/tracer-sparse-{}", std::process::id()));
-    let _cleanup = Cleanup(sparse.clone());
+    // The helper raises the min watermark once the cache is full; put back
+    // whatever happens.
+    let _cleanup = Cleanup(sparse.clone(), std::fs::read_to_string(MIN_FREE).unwrap().trim().to_string());
 
     let tracer = Tracer::start(&["trace", "reclaim", "--duration", "600s", "--json"]);
     let before = vmstat_sum("allocstall_");

@@ -294,6 +294,18 @@ fn reclaim_pressure(sparse: &std::path::Path, cache_gib: u64, anon_gib: u64) {
     let mut f = std::fs::File::open(sparse).unwrap();
     let mut buf = vec![0u8; 4 << 20];
     while f.read(&mut buf).unwrap_or(0) > 0 {}
+    // With the page cache full, lift the min watermark just above what is
+    // free: the next allocation finds free memory below it before kswapd
+    // has run, and reclaims directly. Without this a fast kswapd on a big
+    // machine keeps up and there is no direct reclaim at all. The test
+    // restores the setting.
+    let free_kb = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemFree:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("MemFree");
+    std::fs::write("/proc/sys/vm/min_free_kbytes", (free_kb + (128 << 10)).to_string()).unwrap();
     let len = (anon_gib << 30) as usize;
     let area = map_anonymous(len);
     touch_pages(area.cast(), len);
