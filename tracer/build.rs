@@ -30,6 +30,9 @@ fn main() -> anyhow::Result<()> {
     // cargo:warning; keep it to real diagnostics.
     unsafe { env::set_var("CARGO_TERM_QUIET", "true") };
 
+    // aya-build watches tracer-ebpf; the kernel programs also compile the
+    // shared types.
+    println!("cargo:rerun-if-changed={root_dir}/../tracer-common/src");
     aya_build::build_ebpf(
         [aya_build::Package { name: "tracer-ebpf", root_dir: &root_dir, ..Default::default() }],
         aya_build::Toolchain::default(),

@@ -6,9 +6,11 @@ pub mod alloc;
 pub mod block;
 pub mod counters;
 pub mod hist;
+pub mod maps;
 pub mod oom;
 pub mod stall;
 pub mod task;
+pub mod thp;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -27,7 +29,7 @@ mod pod {
     unsafe impl aya::Pod for crate::stall::StallStackKey {}
     unsafe impl aya::Pod for crate::stall::StallStackStats {}
     unsafe impl aya::Pod for crate::stall::StallConfig {}
-    unsafe impl aya::Pod for crate::stall::SplitKey {}
-    unsafe impl aya::Pod for crate::stall::SplitStats {}
+    unsafe impl aya::Pod for crate::thp::SplitKey {}
+    unsafe impl aya::Pod for crate::thp::SplitStats {}
     unsafe impl aya::Pod for crate::task::TaskFilter {}
 }

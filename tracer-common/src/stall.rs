@@ -112,25 +112,6 @@ pub const STALL_STACK_ROWS: u32 = 2048;
 pub const STALL_IN_FLIGHT: u32 = 8192;
 pub const STALL_EVENTS_BYTES: u32 = 1 << 20;
 
-/// THP splits counted by a function hook (fentry or kprobe), where the
-/// kernel allows one; key: process and kernel stack.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SplitKey {
-    pub tgid: u32,
-    pub kernel_stack: i32,
-    /// 0: PMD split (`__split_huge_pmd`), 1: page split.
-    pub what: u32,
-    pub _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SplitStats {
-    pub count: u64,
-    pub comm: [u8; 16],
-}
-
 /// Threads inside a stall: the kernel's LRU hash, or a map in tests.
 pub trait InFlight {
     /// Removes and returns the thread's start, if any.

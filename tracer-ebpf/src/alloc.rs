@@ -23,7 +23,7 @@ use crate::{
 #[unsafe(no_mangle)]
 static ALLOC_CONFIG: AllocConfig = AllocConfig { min_order: 0, _pad: 0 };
 
-#[map]
+#[map(name = "ALLOC_ROWS")]
 static ALLOC_ROWS_MAP: PerCpuHashMap<AllocKey, AllocStats> = PerCpuHashMap::with_max_entries(ALLOC_ROWS, 0);
 /// New rows, for user space to capture the process's mappings in time.
 #[map]

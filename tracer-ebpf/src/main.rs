@@ -8,6 +8,7 @@ mod block;
 mod oom;
 mod shared;
 mod stall;
+mod thp;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -1,14 +1,13 @@
 //! Memory stalls: direct reclaim, memory cgroup reclaim and direct
 //! compaction, timed from begin to end in the thread that stalled;
-//! kswapd's wake/sleep as context; THP splits where a function hook is
-//! allowed.
+//! kswapd's wake/sleep as context.
 
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::{fentry, kprobe, map},
+    macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{FEntryContext, ProbeContext, tracing::StackIdContext},
+    programs::tracing::StackIdContext,
 };
 use tracer_common::{
     counters::Counter,
@@ -16,8 +15,8 @@ use tracer_common::{
         COMPACT_ATTEMPTS, COMPACT_RESULT_BASE, COMPACT_RESULTS, Ended, InFlight, KSWAPD_AWAKE_NS,
         KSWAPD_SLEEPS, KSWAPD_WAKES, KSWAPD_WAKEUPS_REQUESTED, STALL_ABANDONED, STALL_COMPACTION,
         STALL_COUNT_SLOTS, STALL_DIRECT_RECLAIM, STALL_EVENTS_BYTES, STALL_IN_FLIGHT, STALL_MEMCG_RECLAIM,
-        STALL_ROWS, STALL_STACK_ROWS, STALL_UNMATCHED_END, SplitKey, SplitStats, StallConfig, StallEvent,
-        StallKey, StallStackKey, StallStackStats, StallStart, StallStats, StallTask, stall_begin, stall_end,
+        STALL_ROWS, STALL_STACK_ROWS, STALL_UNMATCHED_END, StallConfig, StallEvent, StallKey, StallStackKey,
+        StallStackStats, StallStart, StallStats, StallTask, stall_begin, stall_end,
     },
 };
 
@@ -33,7 +32,7 @@ static STALL_CONFIG: StallConfig = StallConfig { cc_direct: u32::MAX, _pad: 0 };
 #[map]
 static STALL_START: LruHashMap<StallTask, StallStart> = LruHashMap::with_max_entries(STALL_IN_FLIGHT, 0);
 /// Rows are allocated on first use: each holds a histogram per CPU.
-#[map]
+#[map(name = "STALL_ROWS")]
 static STALL_ROWS_MAP: PerCpuHashMap<StallKey, StallStats> =
     PerCpuHashMap::with_max_entries(STALL_ROWS, BPF_F_NO_PREALLOC);
 #[map]
@@ -48,8 +47,6 @@ static STALL_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STALL_COUN
 /// kswapd wake time per node.
 #[map]
 static KSWAPD_AWAKE: HashMap<u32, u64> = HashMap::with_max_entries(1024, 0);
-#[map]
-static THP_SPLITS: PerCpuHashMap<SplitKey, SplitStats> = PerCpuHashMap::with_max_entries(1024, 0);
 
 #[inline(always)]
 fn bump(slot: u32, by: u64) {
@@ -194,28 +191,6 @@ fn on_kswapd_sleep(nid: u64) {
     }
 }
 
-#[inline(always)]
-fn on_split<C: StackIdContext>(ctx: &C, what: u32) {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let kernel_stack = match ctx.get_stackid(&crate::shared::STACKS, 0) {
-        Ok(id) => id as i32,
-        Err(err) => {
-            count(Counter::StackFailed);
-            err
-        }
-    };
-    let key = SplitKey { tgid, kernel_stack, what, _pad: 0 };
-    match THP_SPLITS.get_ptr_mut(key) {
-        Some(s) => unsafe { (*s).count += 1 },
-        None => {
-            let stats = SplitStats { count: 1, comm: bpf_get_current_comm().unwrap_or([0; 16]) };
-            if THP_SPLITS.insert(key, stats, BPF_NOEXIST as u64).is_err() {
-                count(Counter::MapFull);
-            }
-        }
-    }
-}
-
 // Entry points. vmscan begin events are (int order, gfp_t gfp_flags), end
 // events (unsigned long nr_reclaimed); compaction begin/end start with
 // (struct compact_control *cc, ...), end's fifth argument is the status;
@@ -285,31 +260,3 @@ both_flavors!(
         }
     }
 );
-
-// THP splits have no tracepoint; these function hooks are optional extras,
-// used only where the kernel allows them (user space falls back to
-// /proc/vmstat counters otherwise).
-
-#[fentry(function = "__split_huge_pmd")]
-pub fn split_huge_pmd_fentry(ctx: FEntryContext) -> i32 {
-    on_split(&ctx, 0);
-    0
-}
-
-#[fentry(function = "split_huge_page_to_list_to_order")]
-pub fn split_huge_page_fentry(ctx: FEntryContext) -> i32 {
-    on_split(&ctx, 1);
-    0
-}
-
-#[kprobe]
-pub fn split_huge_pmd_kprobe(ctx: ProbeContext) -> u32 {
-    on_split(&ctx, 0);
-    0
-}
-
-#[kprobe]
-pub fn split_huge_page_kprobe(ctx: ProbeContext) -> u32 {
-    on_split(&ctx, 1);
-    0
-}

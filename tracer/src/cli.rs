@@ -35,30 +35,35 @@ pub enum Command {
     Probes(ProbesArgs),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
-pub enum FamilyName {
-    /// Block I/O latency per device and operation.
-    Block,
-    /// Page allocation failures with stacks.
-    Alloc,
-    /// OOM kills: victim, trigger, cgroup.
-    Oom,
-    /// Direct and memcg reclaim, compaction, kswapd.
-    Reclaim,
-    /// Transparent huge page splits.
-    Thp,
-}
+/// A probe family named on the command line: its place in
+/// [`crate::families::REGISTRY`], which is also its place in reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FamilyName(usize);
 
 impl FamilyName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FamilyName::Block => "block",
-            FamilyName::Alloc => "alloc",
-            FamilyName::Oom => "oom",
-            FamilyName::Reclaim => "reclaim",
-            FamilyName::Thp => "thp",
-        }
+    pub fn named(name: &str) -> Option<Self> {
+        crate::families::REGISTRY.iter().position(|f| f.name == name).map(Self)
     }
+
+    /// Every family, in report order.
+    pub fn all() -> impl Iterator<Item = Self> {
+        (0..crate::families::REGISTRY.len()).map(Self)
+    }
+
+    pub fn spec(self) -> &'static crate::families::FamilySpec {
+        &crate::families::REGISTRY[self.0]
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.spec().name
+    }
+}
+
+/// The families' names, each with its one-line help, from the registry.
+fn family_parser() -> impl clap::builder::TypedValueParser<Value = FamilyName> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser as _};
+    let values = crate::families::REGISTRY.iter().map(|f| PossibleValue::new(f.name).help(f.about));
+    PossibleValuesParser::new(values).map(|name| FamilyName::named(&name).expect("a registered name"))
 }
 
 #[derive(Debug, Clone, Args)]
@@ -84,7 +89,7 @@ pub struct RecordArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RunOptions {
     /// Families to trace (default: every family this version implements).
-    #[arg(value_enum)]
+    #[arg(value_parser = family_parser())]
     pub families: Vec<FamilyName>,
     /// How long to trace, e.g. 10s, 500ms, 2m. Ctrl-C or SIGTERM ends it
     /// early with the final report.
@@ -294,7 +299,7 @@ mod tests {
         .unwrap();
         let Command::Record(args) = cli.command else { panic!("not record: {cli:?}") };
         assert_eq!(args.capture, PathBuf::from("run.cap"));
-        assert_eq!(args.run.families, [FamilyName::Block, FamilyName::Oom]);
+        assert_eq!(args.run.families.iter().map(|f| f.as_str()).collect::<Vec<_>>(), ["block", "oom"]);
         assert_eq!((args.run.interval, args.run.json), (Some(Duration::from_secs(1)), true));
         assert_eq!(args.run.duration, Duration::from_secs(10), "the same default as trace");
         let err = Cli::try_parse_from(["tracer", "record", "block"]).unwrap_err();

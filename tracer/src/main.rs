@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use tracer::{cli, session};
+use tracer::{cli, commands};
 
 /// The static (musl) build: musl's malloc is much slower than glibc's at
 /// the many small allocations of parsing and rendering reports.
@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_timestamp(None)
         .init();
-    match session::run(cli) {
+    match commands::run(cli) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("tracer: error: {err:#}");

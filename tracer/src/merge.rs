@@ -10,12 +10,8 @@
 //! (an upper bound).
 
 use crate::{
-    families::{block, reclaim::STACKS_KEPT},
-    model::{
-        AllocFailure, BlockRow, Bucket, Compaction, Kswapd, LostCount, NamedCount, OomRetries, Percentiles,
-        Report, SlowIo, StallBreakdown, StallRow, StallStack, Thp, ThpProcess, TimelinePoint, Window,
-        buckets_of, hist_of,
-    },
+    families::REGISTRY,
+    model::{LostCount, Report, TimelinePoint, Window},
 };
 
 /// The whole run that `intervals` (in order) cover. `tool`, `version`,
@@ -37,8 +33,6 @@ pub struct Merger {
     /// Wall clock of the run's start, from the first interval.
     start_unix_s: Option<f64>,
     intervals: usize,
-    /// Slow I/Os trimmed on the way (counted as dropped at the end).
-    trimmed_slow_ios: u64,
 }
 
 impl Merger {
@@ -55,12 +49,17 @@ impl Merger {
             duration_s: report.window.offset_s + report.window.duration_s,
             interval: None,
         };
-        merge_into(whole, report);
-        whole.timeline.push(TimelinePoint::of(report));
-        // Only the slowest are kept in the end: keep the list short on the way.
-        if whole.slow_ios.len() > 4 * block::SLOW_IOS_KEPT {
-            self.trimmed_slow_ios += trim_slow_ios(&mut whole.slow_ios);
+        for family in REGISTRY {
+            (family.merge)(whole, report);
         }
+        for lost in &report.lost {
+            match whole.lost.iter_mut().find(|l| l.reason == lost.reason) {
+                Some(into) => into.count += lost.count,
+                None => whole.lost.push(LostCount { reason: lost.reason.clone(), count: lost.count }),
+            }
+        }
+        whole.warn_all(&report.warnings);
+        whole.timeline.push(TimelinePoint::of(report));
         self.intervals += 1;
     }
 
@@ -74,240 +73,11 @@ impl Merger {
             return Report::default();
         }
         let mut whole = self.whole;
-        block::sort_rows(&mut whole.block);
-        whole.slow_ios_dropped += self.trimmed_slow_ios + trim_slow_ios(&mut whole.slow_ios);
-        whole
-            .alloc_failures
-            .sort_by(|a, b| b.count.cmp(&a.count).then(a.first_seen_s.total_cmp(&b.first_seen_s)));
-        let compaction = whole.compaction.iter_mut().map(|c| &mut c.stalls);
-        for row in whole.reclaim.iter_mut().chain(compaction) {
-            row.processes.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
-            row.cgroups.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
-            row.stacks.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
-            row.stacks.truncate(STACKS_KEPT);
-        }
-        if let Some(thp) = &mut whole.thp {
-            thp.processes.sort_by_key(|p| std::cmp::Reverse(p.pmd_splits + p.page_splits));
+        for family in REGISTRY {
+            (family.finish_merge)(&mut whole);
         }
         whole.lost_events = whole.lost.iter().map(|l| l.count).sum();
         whole
-    }
-}
-
-/// Keeps the slowest [`block::SLOW_IOS_KEPT`] slow I/Os; returns how many
-/// went.
-fn trim_slow_ios(slow_ios: &mut Vec<SlowIo>) -> u64 {
-    slow_ios.sort_by(|a, b| b.latency_us.total_cmp(&a.latency_us));
-    let excess = slow_ios.len().saturating_sub(block::SLOW_IOS_KEPT);
-    slow_ios.truncate(block::SLOW_IOS_KEPT);
-    excess as u64
-}
-
-fn merge_into(whole: &mut Report, report: &Report) {
-    for row in &report.block {
-        match whole.block.iter_mut().find(|r| (&r.device, &r.dev, &r.op) == (&row.device, &row.dev, &row.op))
-        {
-            Some(into) => merge_block_row(into, row),
-            None => whole.block.push(row.clone()),
-        }
-    }
-    whole.slow_ios.extend(report.slow_ios.iter().cloned());
-    // Each interval counts the slow requests dropped so far, not since the
-    // previous one.
-    whole.slow_ios_dropped = whole.slow_ios_dropped.max(report.slow_ios_dropped);
-    for failure in &report.alloc_failures {
-        match whole.alloc_failures.iter_mut().find(|f| same_failure(f, failure)) {
-            Some(into) => merge_failure(into, failure),
-            None => whole.alloc_failures.push(failure.clone()),
-        }
-    }
-    // Each interval carries every snapshot taken so far.
-    for snapshot in &report.zone_snapshots {
-        if !whole.zone_snapshots.contains(snapshot) {
-            whole.zone_snapshots.push(snapshot.clone());
-        }
-    }
-    whole.oom_kills.extend(report.oom_kills.iter().cloned());
-    if let Some(retries) = &report.oom_retries {
-        let into = whole.oom_retries.get_or_insert_with(OomRetries::default);
-        into.reclaim_retry_zone += retries.reclaim_retry_zone;
-        into.compact_retry += retries.compact_retry;
-    }
-    for row in &report.reclaim {
-        match whole.reclaim.iter_mut().find(|r| r.kind == row.kind) {
-            Some(into) => merge_stall_row(into, row),
-            None => whole.reclaim.push(row.clone()),
-        }
-    }
-    if let Some(compaction) = &report.compaction {
-        match &mut whole.compaction {
-            None => whole.compaction = Some(compaction.clone()),
-            Some(into) => merge_compaction(into, compaction),
-        }
-    }
-    if let Some(kswapd) = &report.kswapd {
-        let into = whole.kswapd.get_or_insert_with(Kswapd::default);
-        into.wakes += kswapd.wakes;
-        into.sleeps += kswapd.sleeps;
-        into.awake_ms += kswapd.awake_ms;
-        into.wakeups_requested += kswapd.wakeups_requested;
-    }
-    if let Some(thp) = &report.thp {
-        match &mut whole.thp {
-            None => whole.thp = Some(thp.clone()),
-            Some(into) => merge_thp(into, thp),
-        }
-    }
-    whole.stalls.extend(report.stalls.iter().cloned());
-    // Counted since the start of the run, like slow_ios_dropped.
-    whole.stalls_dropped = whole.stalls_dropped.max(report.stalls_dropped);
-    for lost in &report.lost {
-        match whole.lost.iter_mut().find(|l| l.reason == lost.reason) {
-            Some(into) => into.count += lost.count,
-            None => whole.lost.push(LostCount { reason: lost.reason.clone(), count: lost.count }),
-        }
-    }
-    whole.warn_all(&report.warnings);
-}
-
-/// Two latency summaries with their buckets, as one: the histogram again
-/// from both rows' buckets, `sum_ns` from the caller (the rows' totals).
-fn merge_latency(into: (&mut Percentiles, &mut Vec<Bucket>), other: (&Percentiles, &[Bucket]), sum_ns: u64) {
-    let max_ns = us_to_ns(into.0.max.max(other.0.max));
-    let mut hist = hist_of(into.1, sum_ns, max_ns);
-    hist.merge(&hist_of(other.1, 0, 0));
-    *into.0 = Percentiles::of(&hist);
-    *into.1 = buckets_of(&hist);
-}
-
-fn timed(buckets: &[Bucket]) -> u64 {
-    buckets.iter().map(|b| b.count).sum()
-}
-
-fn merge_block_row(into: &mut BlockRow, row: &BlockRow) {
-    into.count += row.count;
-    into.bytes += row.bytes;
-    into.errors += row.errors;
-    into.untimed += row.untimed;
-    // Block rows keep a mean, not a total.
-    let sum_us = into.latency_us.mean * timed(&into.histogram) as f64
-        + row.latency_us.mean * timed(&row.histogram) as f64;
-    merge_latency(
-        (&mut into.latency_us, &mut into.histogram),
-        (&row.latency_us, &row.histogram),
-        us_to_ns(sum_us),
-    );
-}
-
-fn us_to_ns(us: f64) -> u64 {
-    (us * 1000.0).round() as u64
-}
-
-fn same_failure(a: &AllocFailure, b: &AllocFailure) -> bool {
-    (a.order, a.gfp_flags, a.pid) == (b.order, b.gfp_flags, b.pid)
-        && a.kernel_stack == b.kernel_stack
-        && a.user_stack == b.user_stack
-}
-
-fn merge_failure(into: &mut AllocFailure, failure: &AllocFailure) {
-    into.count += failure.count;
-    into.first_seen_s = into.first_seen_s.min(failure.first_seen_s);
-    if failure.last_seen_s >= into.last_seen_s {
-        // The thread that failed last names the row, as in the kernel's.
-        into.last_seen_s = failure.last_seen_s;
-        into.comm = failure.comm.clone();
-    }
-    if into.cgroup.is_empty() {
-        into.cgroup = failure.cgroup.clone();
-    }
-}
-
-fn merge_stall_row(into: &mut StallRow, row: &StallRow) {
-    let sum_ns = us_to_ns((into.total_ms + row.total_ms) * 1000.0);
-    into.count += row.count;
-    into.total_ms += row.total_ms;
-    merge_latency((&mut into.latency_us, &mut into.histogram), (&row.latency_us, &row.histogram), sum_ns);
-    into.nr_reclaimed += row.nr_reclaimed;
-    into.untimed += row.untimed;
-    into.abandoned += row.abandoned;
-    for p in &row.processes {
-        match into.processes.iter_mut().find(|q| (q.pid, &q.cgroup) == (p.pid, &p.cgroup)) {
-            Some(q) => merge_breakdown(q, p),
-            None => into.processes.push(p.clone()),
-        }
-    }
-    for c in &row.cgroups {
-        match into.cgroups.iter_mut().find(|d| d.cgroup == c.cgroup) {
-            Some(d) => merge_breakdown(d, c),
-            None => into.cgroups.push(c.clone()),
-        }
-    }
-    for s in &row.stacks {
-        match into.stacks.iter_mut().find(|t| same_stack(t, s)) {
-            Some(t) => {
-                t.count += s.count;
-                t.total_ms += s.total_ms;
-            }
-            None => into.stacks.push(s.clone()),
-        }
-    }
-}
-
-fn same_stack(a: &StallStack, b: &StallStack) -> bool {
-    a.pid == b.pid && a.kernel_stack == b.kernel_stack && a.user_stack == b.user_stack
-}
-
-/// Breakdowns keep no histogram: percentiles become the largest of the
-/// two (an upper bound); max and mean stay exact.
-fn merge_breakdown(into: &mut StallBreakdown, other: &StallBreakdown) {
-    into.count += other.count;
-    into.total_ms += other.total_ms;
-    into.nr_reclaimed += other.nr_reclaimed;
-    if !other.comm.is_empty() {
-        into.comm = other.comm.clone();
-    }
-    let (l, o) = (&mut into.latency_us, &other.latency_us);
-    l.p50 = l.p50.max(o.p50);
-    l.p90 = l.p90.max(o.p90);
-    l.p99 = l.p99.max(o.p99);
-    l.p999 = l.p999.max(o.p999);
-    l.max = l.max.max(o.max);
-    l.mean = if into.count == 0 { 0.0 } else { into.total_ms * 1000.0 / into.count as f64 };
-}
-
-fn merge_compaction(into: &mut Compaction, other: &Compaction) {
-    merge_stall_row(&mut into.stalls, &other.stalls);
-    into.attempts += other.attempts;
-    add_named_counts(&mut into.results, &other.results);
-}
-
-fn add_named_counts(into: &mut Vec<NamedCount>, other: &[NamedCount]) {
-    for c in other {
-        match into.iter_mut().find(|d| d.name == c.name) {
-            Some(d) => d.count += c.count,
-            None => into.push(c.clone()),
-        }
-    }
-}
-
-fn merge_thp(into: &mut Thp, other: &Thp) {
-    into.method = other.method.clone();
-    into.note = other.note.clone();
-    into.splits += other.splits;
-    add_named_counts(&mut into.counters, &other.counters);
-    for p in &other.processes {
-        match into.processes.iter_mut().find(|q| q.pid == p.pid) {
-            Some(q) => merge_thp_process(q, p),
-            None => into.processes.push(p.clone()),
-        }
-    }
-}
-
-fn merge_thp_process(into: &mut ThpProcess, other: &ThpProcess) {
-    into.pmd_splits += other.pmd_splits;
-    into.page_splits += other.page_splits;
-    if into.kernel_stack.is_empty() {
-        into.kernel_stack = other.kernel_stack.clone();
     }
 }
 
@@ -316,7 +86,11 @@ mod tests {
     use tracer_common::hist::LatencyHist;
 
     use super::*;
-    use crate::model::{Frame, OomKill, SlowIo, Stall, ZoneFree, ZoneSnapshot};
+    use crate::model::{
+        AllocFailure, BlockRow, Compaction, Frame, Kswapd, NamedCount, OomKill, OomRetries, Percentiles,
+        SlowIo, Stall, StallBreakdown, StallRow, StallStack, Thp, ThpProcess, ZoneFree, ZoneSnapshot,
+        buckets_of,
+    };
 
     fn hist(samples_ns: &[u64]) -> LatencyHist {
         let mut h = LatencyHist::zeroed();

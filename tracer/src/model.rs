@@ -24,6 +24,10 @@ pub struct Report {
     pub slow_ios: Vec<SlowIo>,
     #[serde(default)]
     pub slow_ios_dropped: u64,
+    /// Slow I/Os trimmed while merging intervals, counted as dropped when
+    /// the merge finishes. Never rendered.
+    #[serde(skip)]
+    pub slow_ios_trimmed: u64,
     /// Page allocation failures grouped by stack, most frequent first.
     #[serde(default)]
     pub alloc_failures: Vec<AllocFailure>,
@@ -688,6 +692,41 @@ fn slot_of(bucket: &Bucket) -> usize {
         return hist::OVERFLOW_SLOT;
     }
     hist::bucket_index(((bucket.low_us + bucket.high_us) * 500.0) as u64)
+}
+
+// Merging interval rows (used by every family's `merge`).
+
+/// Two latency summaries with their buckets, as one: the histogram again
+/// from both rows' buckets, `sum_ns` from the caller (the rows' totals).
+pub fn merge_latency(
+    into: (&mut Percentiles, &mut Vec<Bucket>),
+    other: (&Percentiles, &[Bucket]),
+    sum_ns: u64,
+) {
+    let max_ns = us_to_ns(into.0.max.max(other.0.max));
+    let mut hist = hist_of(into.1, sum_ns, max_ns);
+    hist.merge(&hist_of(other.1, 0, 0));
+    *into.0 = Percentiles::of(&hist);
+    *into.1 = buckets_of(&hist);
+}
+
+/// How many requests a histogram timed.
+pub fn timed(buckets: &[Bucket]) -> u64 {
+    buckets.iter().map(|b| b.count).sum()
+}
+
+pub fn us_to_ns(us: f64) -> u64 {
+    (us * 1000.0).round() as u64
+}
+
+/// Adds counts by name.
+pub fn add_named_counts(into: &mut Vec<NamedCount>, other: &[NamedCount]) {
+    for c in other {
+        match into.iter_mut().find(|d| d.name == c.name) {
+            Some(d) => d.count += c.count,
+            None => into.push(c.clone()),
+        }
+    }
 }
 
 impl Report {

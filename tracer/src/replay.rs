@@ -16,7 +16,6 @@ use crate::{
     cli::{ReportArgs, ReportFormat},
     model::Report,
     render,
-    session::render_report,
     symbolize::{self, KernelSymbolizer},
 };
 
@@ -39,7 +38,7 @@ pub fn run(args: &ReportArgs) -> Result<ExitCode> {
             kernel = Some(kernel_symbolizer(capture, args.vmlinux.as_deref())?);
         }
         resolve_again(&mut report, kernel.as_ref().and_then(Option::as_ref));
-        out.write(&render_report(&report, args.format == ReportFormat::Json, true)?)
+        out.write(&render::report(&report, args.format == ReportFormat::Json, true)?)
     })
     .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     if capture.needs_merge() {
@@ -150,7 +149,7 @@ pub fn render_capture(
             let json = format == ReportFormat::Json;
             let mut out = String::new();
             for report in intervals.iter().chain(std::iter::once(whole)) {
-                out += &render_report(report, json, printed_intervals)?;
+                out += &render::report(report, json, printed_intervals)?;
             }
             out
         }

@@ -1,12 +1,14 @@
-//! Probe families. Each is one module with the same shape, mirroring its
-//! kernel module in `tracer-ebpf`:
+//! Probe families. Each is one directory with the same shape, mirroring
+//! its kernel module in `tracer-ebpf` and its types in `tracer-common`, and
+//! registered once in [`REGISTRY`] by its [`FamilySpec`]:
 //!
-//! - `probe_hooks` (a free function, used before the family exists): which
-//!   hooks this kernel offers and which the family uses;
+//! - `probe_hooks` (used before the family exists): which hooks this
+//!   kernel offers and which the family uses;
 //! - `configure`: read-only globals and map sizes, before the object loads;
 //! - `attach`: load and attach its programs;
 //! - `sample`: read the kernel's cumulative aggregation (the thin edge);
-//! - `fill`: turn what was sampled into rows of the [`Report`] (pure).
+//! - `fill`: turn what was sampled into rows of the [`Report`] (pure);
+//! - `report.rs`: its text section and how its rows merge (pure).
 
 pub mod alloc;
 pub mod block;
@@ -20,6 +22,7 @@ use anyhow::Result;
 use aya::{Ebpf, EbpfLoader};
 
 use crate::{
+    cli::RunOptions,
     kernel::{btf::KernelBtf, tracefs::Tracefs},
     model::Report,
 };
@@ -108,8 +111,45 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Names of all families, in report order.
-pub const ALL: [&str; 5] = ["block", "alloc", "oom", "reclaim", "thp"];
+/// Every probe family, in report order: the one list that `trace`,
+/// `record`, `report`, `probes`, the command line and the renderers
+/// iterate. A family is added here and nowhere else.
+pub const REGISTRY: &[FamilySpec] =
+    &[block::FAMILY, alloc::FAMILY, oom::FAMILY, reclaim::FAMILY, thp::FAMILY];
+
+/// A probe family as the rest of tracer sees it.
+pub struct FamilySpec {
+    /// Its name on the command line and in reports.
+    pub name: &'static str,
+    /// One line for `--help`.
+    pub about: &'static str,
+    /// The hooks this kernel offers it, and which it would use with these
+    /// options (`probes`, and the check before a run).
+    pub hooks: fn(&KernelEnv, &RunOptions) -> Vec<Hook>,
+    /// The family, set up for a run (before the object loads).
+    pub build: fn(&Setup<'_>) -> Result<Box<dyn Family>>,
+    /// Its sections of the text report, when it was traced.
+    pub render_text: fn(&mut String, &Report),
+    /// Adds one interval's rows into the whole run's (replaying a capture
+    /// whose final report is missing).
+    pub merge: fn(&mut Report, &Report),
+    /// Orders and trims the merged rows as a live run does.
+    pub finish_merge: fn(&mut Report),
+}
+
+/// What a family is built from.
+pub struct Setup<'a> {
+    pub options: &'a RunOptions,
+    /// `--disk`, resolved: (name, dev_t).
+    pub disks: &'a [(String, u32)],
+    pub env: &'a KernelEnv,
+    pub stacks: &'a std::rc::Rc<stacks::Stacks>,
+}
+
+/// A family's place in reports (unknown names last).
+pub fn report_order(name: &str) -> usize {
+    REGISTRY.iter().position(|f| f.name == name).unwrap_or(REGISTRY.len())
+}
 
 /// Which entry points of a family's kernel programs are attached: every
 /// tracepoint program exists as `<tracepoint>_btf` (BTF tracepoint, direct
@@ -297,4 +337,29 @@ pub fn per_cpu_rows<K: aya::Pod + Ord, V: aya::Pod>(
 pub fn comm_string(comm: &[u8; 16]) -> String {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
     String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A map or global renamed on one side only would fail at load time on
+    /// a user's host; here it fails the build's tests.
+    #[test]
+    fn every_shared_name_is_in_the_kernel_object() {
+        use object::{Object as _, ObjectSymbol as _};
+        let file = object::File::parse(crate::EBPF_OBJECT).unwrap();
+        let symbols: Vec<&str> = file.symbols().filter_map(|s| s.name().ok()).collect();
+        for name in tracer_common::maps::ALL {
+            assert!(symbols.contains(name), "{name} is not in the kernel object: {symbols:?}");
+        }
+    }
+
+    #[test]
+    fn family_names_are_unique_and_ordered_as_reports() {
+        for (i, family) in REGISTRY.iter().enumerate() {
+            assert_eq!(report_order(family.name), i, "{} registered twice", family.name);
+        }
+        assert_eq!(report_order("no such family"), REGISTRY.len());
+    }
 }

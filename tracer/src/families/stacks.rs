@@ -8,6 +8,7 @@ use std::{
     path::PathBuf,
     rc::Rc,
 };
+use tracer_common::maps;
 
 use aya::{Ebpf, maps::StackTraceMap};
 
@@ -87,7 +88,7 @@ pub fn stack_addrs(ebpf: &Ebpf, id: i32) -> Option<Vec<u64>> {
     if id < 0 {
         return None;
     }
-    let map = StackTraceMap::try_from(ebpf.map("STACKS")?).ok()?;
+    let map = StackTraceMap::try_from(ebpf.map(maps::STACKS)?).ok()?;
     let trace = map.get(&(id as u32), 0).ok()?;
     Some(trace.frames().iter().map(|f| f.ip).filter(|&ip| ip != 0).collect())
 }

@@ -95,10 +95,6 @@ impl KernelBtf {
             .ok_or_else(|| anyhow!("`struct {name}` not found in kernel BTF"))
     }
 
-    pub fn has_member(&self, name: &str, member: &str) -> bool {
-        self.member_offset(name, member).is_ok()
-    }
-
     /// Bit offset of `member` within struct/union `s`.
     fn find_member(&self, s: &btf_rs::Struct, member: &str) -> Result<Option<u32>> {
         for m in &s.members {

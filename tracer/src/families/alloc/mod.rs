@@ -10,6 +10,7 @@ use std::{
 use anyhow::{Result, bail};
 use aya::{Ebpf, EbpfLoader};
 use tracer_common::alloc::{AllocConfig, AllocEvent, AllocKey, AllocStats};
+use tracer_common::maps;
 
 use super::{
     EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, comm_string, drain_ring, load_and_attach,
@@ -24,6 +25,24 @@ use crate::{
     model::{AllocFailure, Frame, Report, ZoneSnapshot},
     symbolize,
 };
+
+pub mod report;
+
+/// The family in the registry.
+pub const FAMILY: super::FamilySpec = super::FamilySpec {
+    name: "alloc",
+    about: "Page allocation failures with stacks",
+    hooks: |env, _options| probe_hooks(env),
+    build,
+    render_text: report::render_text,
+    merge: report::merge,
+    finish_merge: report::finish_merge,
+};
+
+fn build(setup: &super::Setup<'_>) -> Result<Box<dyn Family>> {
+    let options = AllocOptions { min_order: setup.options.min_order };
+    Ok(Box::new(AllocFamily::new(options, setup.env, setup.stacks.clone())?))
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct AllocOptions {
@@ -111,11 +130,11 @@ impl Family for AllocFamily {
     }
 
     fn configure<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
-        loader.override_global("ALLOC_CONFIG", &self.config, true);
+        loader.override_global(maps::ALLOC_CONFIG, &self.config, true);
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, env: &KernelEnv) -> Result<()> {
-        self.events = Some(watch_ring(ebpf, "ALLOC_EVENTS")?);
+        self.events = Some(watch_ring(ebpf, maps::ALLOC_EVENTS)?);
         self.flavor = Some(load_and_attach(ebpf, &["mm_page_alloc"], env)?);
         Ok(())
     }
@@ -131,7 +150,7 @@ impl Family for AllocFamily {
     }
 
     fn sample(&mut self, ebpf: &mut Ebpf) -> Result<()> {
-        self.latest = per_cpu_rows(ebpf, "ALLOC_ROWS_MAP", |cpus| merge_cpus(cpus.iter()))?;
+        self.latest = per_cpu_rows(ebpf, maps::ALLOC_ROWS, |cpus| merge_cpus(cpus.iter()))?;
         Ok(())
     }
 

@@ -14,6 +14,7 @@ use aya::{
 };
 use tracer_common::{
     hist::LatencyHist,
+    maps,
     stall::{
         COMPACT_ATTEMPTS, COMPACT_RESULT_BASE, COMPACT_RESULTS, KSWAPD_AWAKE_NS, KSWAPD_SLEEPS, KSWAPD_WAKES,
         KSWAPD_WAKEUPS_REQUESTED, STALL_ABANDONED, STALL_COMPACTION, STALL_COUNT_SLOTS, STALL_DIRECT_RECLAIM,
@@ -35,6 +36,23 @@ use crate::{
     },
     symbolize,
 };
+
+pub mod report;
+
+/// The family in the registry.
+pub const FAMILY: super::FamilySpec = super::FamilySpec {
+    name: "reclaim",
+    about: "Direct and memcg reclaim, compaction, kswapd",
+    hooks: |env, _options| probe_hooks(env),
+    build,
+    render_text: report::render_text,
+    merge: report::merge,
+    finish_merge: report::finish_merge,
+};
+
+fn build(setup: &super::Setup<'_>) -> Result<Box<dyn Family>> {
+    Ok(Box::new(ReclaimFamily::new(setup.env, setup.stacks.clone())?))
+}
 
 /// (tracepoint, required, what for).
 const TRACEPOINTS: &Tracepoints = &[
@@ -266,11 +284,11 @@ impl Family for ReclaimFamily {
     }
 
     fn configure<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
-        loader.override_global("STALL_CONFIG", &self.config, true);
+        loader.override_global(maps::STALL_CONFIG, &self.config, true);
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, env: &KernelEnv) -> Result<()> {
-        self.events = Some(watch_ring(ebpf, "STALL_EVENTS")?);
+        self.events = Some(watch_ring(ebpf, maps::STALL_EVENTS)?);
         let (present, missing) = present_tracepoints(env, TRACEPOINTS, category);
         for (tp, what) in missing {
             self.warnings.push(format!("{}:{tp} is not on this kernel: {what} not reported", category(tp)));
@@ -289,7 +307,7 @@ impl Family for ReclaimFamily {
     }
 
     fn sample(&mut self, ebpf: &mut Ebpf) -> Result<()> {
-        let rows = per_cpu_rows(ebpf, "STALL_ROWS_MAP", |cpus: &PerCpuValues<StallStats>| {
+        let rows = per_cpu_rows(ebpf, maps::STALL_ROWS, |cpus: &PerCpuValues<StallStats>| {
             let mut total = StallStats::zeroed();
             for s in cpus.iter() {
                 total.latency.merge(&s.latency);
@@ -300,14 +318,14 @@ impl Family for ReclaimFamily {
             }
             Some(total)
         })?;
-        let stacks = per_cpu_rows(ebpf, "STALL_STACKS", |cpus: &PerCpuValues<StallStackStats>| {
+        let stacks = per_cpu_rows(ebpf, maps::STALL_STACKS, |cpus: &PerCpuValues<StallStackStats>| {
             Some(cpus.iter().fold(StallStackStats::default(), |a, s| StallStackStats {
                 count: a.count + s.count,
                 total_ns: a.total_ns + s.total_ns,
             }))
         })?;
         let counts: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(ebpf.map("STALL_COUNTS").context("STALL_COUNTS")?)?;
+            PerCpuArray::try_from(ebpf.map(maps::STALL_COUNTS).context(maps::STALL_COUNTS)?)?;
         let counts =
             (0..STALL_COUNT_SLOTS).map(|i| counts.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0)).collect();
         self.latest = Snapshot { rows, stacks, counts };

@@ -11,13 +11,31 @@ use aya::{
     maps::PerCpuValues,
     programs::{FEntry, KProbe},
 };
-use tracer_common::stall::{SplitKey, SplitStats};
+use tracer_common::maps;
+use tracer_common::thp::{SplitKey, SplitStats};
 
 use super::{Family, Hook, KernelEnv, Scope, comm_string, per_cpu_rows, stacks::Stacks};
 use crate::{
     kernel::vmstat,
     model::{NamedCount, Report, Thp, ThpProcess},
 };
+
+pub mod report;
+
+/// The family in the registry.
+pub const FAMILY: super::FamilySpec = super::FamilySpec {
+    name: "thp",
+    about: "Transparent huge page splits",
+    hooks: |env, _options| probe_hooks(env),
+    build,
+    render_text: report::render_text,
+    merge: report::merge,
+    finish_merge: report::finish_merge,
+};
+
+fn build(setup: &super::Setup<'_>) -> Result<Box<dyn Family>> {
+    Ok(Box::new(ThpFamily::new(setup.stacks.clone())?))
+}
 
 /// (program prefix, kernel function): PMD splits first (required of a
 /// function hook), page splits second.
@@ -152,7 +170,7 @@ impl Family for ThpFamily {
     fn sample(&mut self, ebpf: &mut Ebpf) -> Result<()> {
         self.latest = vmstat::thp_split_counters(&vmstat::read());
         if self.method != Method::Vmstat {
-            self.splits = per_cpu_rows(ebpf, "THP_SPLITS", |cpus: &PerCpuValues<SplitStats>| {
+            self.splits = per_cpu_rows(ebpf, maps::THP_SPLITS, |cpus: &PerCpuValues<SplitStats>| {
                 let mut total = SplitStats::default();
                 for s in cpus.iter() {
                     total.count += s.count;

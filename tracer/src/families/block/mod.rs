@@ -10,6 +10,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use aya::{Ebpf, EbpfLoader};
 use tracer_common::block::{BlockKey, BlockOffsets, BlockStats, SlowRequest};
+use tracer_common::maps;
 
 use super::{
     EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, drain_ring, event_log::EventLog,
@@ -19,6 +20,28 @@ use crate::{
     kernel::{btf::KernelBtf, devices},
     model::{BlockRow, Percentiles, Report, SlowIo, buckets_of},
 };
+
+pub mod report;
+
+/// The family in the registry.
+pub const FAMILY: super::FamilySpec = super::FamilySpec {
+    name: "block",
+    about: "Block I/O latency per device and operation",
+    hooks: |env, options| probe_hooks(env, options.queued),
+    build,
+    render_text: report::render_text,
+    merge: report::merge,
+    finish_merge: report::finish_merge,
+};
+
+fn build(setup: &super::Setup<'_>) -> Result<Box<dyn Family>> {
+    let options = BlockOptions {
+        from_insert: setup.options.queued,
+        disks: setup.disks.to_vec(),
+        slow_io: setup.options.slow_io.0,
+    };
+    Ok(Box::new(BlockFamily::new(options, setup.env)?))
+}
 
 /// Slow requests kept per report (the slowest).
 pub const SLOW_IOS_KEPT: usize = 1000;
@@ -145,21 +168,21 @@ impl Family for BlockFamily {
     }
 
     fn configure<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
-        loader.override_global("BLOCK_OFFSETS", &self.offsets, true);
-        loader.override_global("BLOCK_FILTER_DISKS", &self.filter_disks, true);
-        loader.override_global("BLOCK_FROM_INSERT", &self.from_insert, true);
-        loader.override_global("BLOCK_SLOW_NS", &self.slow_ns, true);
+        loader.override_global(maps::BLOCK_OFFSETS, &self.offsets, true);
+        loader.override_global(maps::BLOCK_FILTER_DISKS, &self.filter_disks, true);
+        loader.override_global(maps::BLOCK_FROM_INSERT, &self.from_insert, true);
+        loader.override_global(maps::BLOCK_SLOW_NS, &self.slow_ns, true);
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, env: &KernelEnv) -> Result<()> {
         if !self.options.disks.is_empty() {
             let mut filter: aya::maps::HashMap<_, u32, u8> =
-                aya::maps::HashMap::try_from(ebpf.map_mut("BLOCK_DISKS").context("BLOCK_DISKS map")?)?;
+                aya::maps::HashMap::try_from(ebpf.map_mut(maps::BLOCK_DISKS).context("BLOCK_DISKS map")?)?;
             for (_, dev) in &self.options.disks {
                 filter.insert(dev, 1, 0)?;
             }
         }
-        self.events = Some(watch_ring(ebpf, "BLOCK_EVENTS")?);
+        self.events = Some(watch_ring(ebpf, maps::BLOCK_EVENTS)?);
         let mut tracepoints = vec!["block_rq_issue", "block_rq_complete"];
         if self.options.from_insert {
             tracepoints.extend(["block_rq_insert", "block_rq_merge"]);
@@ -184,7 +207,7 @@ impl Family for BlockFamily {
     }
 
     fn sample(&mut self, ebpf: &mut Ebpf) -> Result<()> {
-        self.latest = per_cpu_rows(ebpf, "BLOCK_ROWS", |cpus| {
+        self.latest = per_cpu_rows(ebpf, maps::BLOCK_ROWS, |cpus| {
             let mut total = BlockStats::zeroed();
             for stats in cpus.iter() {
                 merge(&mut total, stats);

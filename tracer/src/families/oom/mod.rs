@@ -8,6 +8,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use aya::{Ebpf, EbpfLoader, maps::PerCpuArray};
+use tracer_common::maps;
 use tracer_common::oom::{
     OOM_COUNT_COMPACT_RETRY, OOM_COUNT_RECLAIM_RETRY, OOM_KIND_KILL, OOM_KIND_REAP_FINISH,
     OOM_KIND_REAP_START, OomEvent, OomOffsets,
@@ -22,6 +23,23 @@ use crate::{
     model::{Frame, OomKill, OomRetries, Report},
     symbolize,
 };
+
+pub mod report;
+
+/// The family in the registry.
+pub const FAMILY: super::FamilySpec = super::FamilySpec {
+    name: "oom",
+    about: "OOM kills: victim, trigger, cgroup",
+    hooks: |env, _options| probe_hooks(env),
+    build,
+    render_text: report::render_text,
+    merge: report::merge,
+    finish_merge: report::finish_merge,
+};
+
+fn build(setup: &super::Setup<'_>) -> Result<Box<dyn Family>> {
+    Ok(Box::new(OomFamily::new(setup.env, setup.stacks.clone())?))
+}
 
 const TRACEPOINTS: &Tracepoints = &[
     ("mark_victim", true, "each kill, in the context of the task that caused it"),
@@ -225,11 +243,11 @@ impl Family for OomFamily {
     }
 
     fn configure<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
-        loader.override_global("OOM_OFFSETS", &self.offsets, true);
+        loader.override_global(maps::OOM_OFFSETS, &self.offsets, true);
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, env: &KernelEnv) -> Result<()> {
-        self.events = Some(watch_ring(ebpf, "OOM_EVENTS")?);
+        self.events = Some(watch_ring(ebpf, maps::OOM_EVENTS)?);
         // Optional tracepoints degrade the report, not the family.
         let (present, missing) = present_tracepoints(env, TRACEPOINTS, category);
         for (tp, what) in missing {
@@ -252,7 +270,7 @@ impl Family for OomFamily {
 
     fn sample(&mut self, ebpf: &mut Ebpf) -> Result<()> {
         let counts: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(ebpf.map("OOM_COUNTS").context("OOM_COUNTS map")?)?;
+            PerCpuArray::try_from(ebpf.map(maps::OOM_COUNTS).context("OOM_COUNTS map")?)?;
         for (slot, out) in
             [OOM_COUNT_RECLAIM_RETRY, OOM_COUNT_COMPACT_RETRY].into_iter().zip(self.retries.iter_mut())
         {

@@ -1,13 +1,13 @@
-//! Runs a command: checks the host, loads the embedded kernel programs,
-//! attaches the requested families, samples them until the end of the run
-//! (handing interval reports to its sinks on the way), and hands them the
-//! final report. `trace` has one sink, the printer; `record` adds the
-//! capture writer.
+//! The run loop of `trace` and `record`: checks the host, loads the
+//! embedded kernel programs, attaches the requested families, samples them
+//! until the end of the run (handing interval reports to its [`sinks`] on
+//! the way), and hands them the final report. `trace` prints; `record` adds
+//! the capture writer.
+
+mod sinks;
 
 use std::{
-    fs::File,
-    io::{IsTerminal as _, Write as _},
-    path::{Path, PathBuf},
+    path::Path,
     process::ExitCode,
     rc::Rc,
     task::Poll,
@@ -19,21 +19,15 @@ use aya::{Ebpf, EbpfLoader, maps::PerCpuArray};
 use tokio::signal::unix::{SignalKind, signal};
 use tracer_common::{
     counters::Counter,
+    maps,
     task::{TaskFilter, TaskOffsets},
 };
 
+use self::sinks::{CaptureSink, MetricsSink, Printer, ReportSink, StatusLine};
 use crate::{
-    capture::{CaptureEnd, CaptureHeader, CaptureWriter, Chunk},
-    cli::{Cli, Command, FamilyName, ProbesArgs, RunOptions},
-    families::{
-        Family, Hook, KernelEnv, Scope,
-        alloc::{self, AllocFamily, AllocOptions},
-        block::{self, BlockFamily, BlockOptions},
-        oom::{self, OomFamily},
-        reclaim::{self, ReclaimFamily},
-        stacks::Stacks,
-        thp::{self, ThpFamily},
-    },
+    capture::{CaptureEnd, CaptureHeader},
+    cli::{FamilyName, RunOptions},
+    families::{Family, FamilySpec, KernelEnv, Scope, Setup, report_order, stacks::Stacks},
     kernel::{
         btf::{KernelBtf, task_offsets},
         caps,
@@ -42,23 +36,9 @@ use crate::{
         tracefs::Tracefs,
     },
     model::{FamilyStatus, Host, LostCount, Report, SystemContext, TimelinePoint, Window},
-    render, replay,
 };
 
-/// Families this version implements, in report order.
-pub const IMPLEMENTED: [FamilyName; 5] =
-    [FamilyName::Block, FamilyName::Alloc, FamilyName::Oom, FamilyName::Reclaim, FamilyName::Thp];
-
-pub fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {
-        Command::Trace(args) => trace(&args.run, Outputs { report: args.output.as_deref(), capture: None }),
-        Command::Record(args) => trace(&args.run, Outputs { report: None, capture: Some(&args.capture) }),
-        Command::Report(args) => replay::run(&args),
-        Command::Probes(args) => probes(args),
-    }
-}
-
-fn kernel_env(notices: &mut Vec<String>, allow_tp_btf: bool) -> Result<KernelEnv> {
+pub fn kernel_env(notices: &mut Vec<String>, allow_tp_btf: bool) -> Result<KernelEnv> {
     let (tracefs, notice) = Tracefs::find_or_mount()?;
     notices.extend(notice);
     let btf = KernelBtf::load().map_err(|e| e.to_string());
@@ -70,58 +50,22 @@ pub fn host() -> Host {
     Host { hostname: read("/proc/sys/kernel/hostname"), kernel_release: read("/proc/sys/kernel/osrelease") }
 }
 
-/// The hooks a family would use on this kernel with these options.
-fn hooks_for(name: FamilyName, env: &KernelEnv, queued: bool) -> Option<Vec<Hook>> {
-    #[allow(unreachable_patterns)]
-    match name {
-        FamilyName::Block => Some(block::probe_hooks(env, queued)),
-        FamilyName::Alloc => Some(alloc::probe_hooks(env)),
-        FamilyName::Oom => Some(oom::probe_hooks(env)),
-        FamilyName::Reclaim => Some(reclaim::probe_hooks(env)),
-        FamilyName::Thp => Some(thp::probe_hooks(env)),
-    }
-}
-
 /// A family that could be set up, or why it could not.
 enum Planned {
     Ready(Box<dyn Family>),
     Unavailable { family: &'static str, hook: String, why: String },
 }
 
-fn plan(
-    name: FamilyName,
-    args: &RunOptions,
-    disks: &[(String, u32)],
-    env: &KernelEnv,
-    stacks: &Rc<Stacks>,
-) -> Planned {
-    let unavailable = |hook: String, why: String| Planned::Unavailable { family: name.as_str(), hook, why };
-    let Some(hooks) = hooks_for(name, env, args.queued) else {
-        return unavailable(String::new(), "not implemented in this version".into());
-    };
+fn plan(family: &FamilySpec, setup: &Setup<'_>) -> Planned {
+    let unavailable = |hook: String, why: String| Planned::Unavailable { family: family.name, hook, why };
+    let hooks = (family.hooks)(setup.env, setup.options);
     if let Some(missing) = hooks.iter().find(|h| h.required && !h.available) {
         return unavailable(
             missing.name.clone(),
             format!("{} is unavailable: {}", missing.name, missing.note),
         );
     }
-    let family: Result<Box<dyn Family>> = match name {
-        FamilyName::Block => {
-            let options =
-                BlockOptions { from_insert: args.queued, disks: disks.to_vec(), slow_io: args.slow_io.0 };
-            BlockFamily::new(options, env).map(|f| Box::new(f) as Box<dyn Family>)
-        }
-        FamilyName::Alloc => {
-            let options = AllocOptions { min_order: args.min_order };
-            AllocFamily::new(options, env, stacks.clone()).map(|f| Box::new(f) as Box<dyn Family>)
-        }
-        FamilyName::Oom => OomFamily::new(env, stacks.clone()).map(|f| Box::new(f) as Box<dyn Family>),
-        FamilyName::Reclaim => {
-            ReclaimFamily::new(env, stacks.clone()).map(|f| Box::new(f) as Box<dyn Family>)
-        }
-        FamilyName::Thp => ThpFamily::new(stacks.clone()).map(|f| Box::new(f) as Box<dyn Family>),
-    };
-    match family {
+    match (family.build)(setup) {
         Ok(family) => Planned::Ready(family),
         Err(e) => unavailable(hooks.first().map(|h| h.name.clone()).unwrap_or_default(), format!("{e:#}")),
     }
@@ -129,18 +73,18 @@ fn plan(
 
 /// What attaching gave: the object, the families attached, and every
 /// requested family's status (traced, unavailable, failed) in report order.
-struct Attached {
+pub struct Attached {
     /// None when nothing could be planned (`probes` only).
-    ebpf: Option<Ebpf>,
-    traced: Vec<Box<dyn Family>>,
-    statuses: Vec<FamilyStatus>,
+    pub ebpf: Option<Ebpf>,
+    pub traced: Vec<Box<dyn Family>>,
+    pub statuses: Vec<FamilyStatus>,
 }
 
 /// Plans, loads and attaches the requested families: the one path both
 /// `trace` and `probes` take, so they always agree on the hook each
 /// family uses. `trace` says why a family is not traced and fails when
 /// none is; `probes` (`quiet`) only collects the statuses.
-fn attach_families(
+pub fn attach_families(
     args: &RunOptions,
     disks: &[(String, u32)],
     env: &KernelEnv,
@@ -149,7 +93,7 @@ fn attach_families(
     quiet: bool,
 ) -> Result<Attached> {
     let requested: Vec<FamilyName> = if args.families.is_empty() {
-        IMPLEMENTED.to_vec()
+        FamilyName::all().collect()
     } else {
         let mut f = args.families.clone();
         f.sort();
@@ -158,8 +102,9 @@ fn attach_families(
     };
     let mut statuses = Vec::new();
     let mut families: Vec<Box<dyn Family>> = Vec::new();
+    let setup = Setup { options: args, disks, env, stacks };
     for name in requested {
-        match plan(name, args, disks, env, stacks) {
+        match plan(name.spec(), &setup) {
             Planned::Ready(family) => families.push(family),
             Planned::Unavailable { family, hook, why } => {
                 if !quiet {
@@ -186,8 +131,8 @@ fn attach_families(
     raise_memlock_limit();
     let mut ebpf = {
         let mut loader = EbpfLoader::new();
-        loader.override_global("TASK_OFFSETS", &shared.offsets, true);
-        loader.override_global("TASK_FILTER", &shared.filter, true);
+        loader.override_global(maps::TASK_OFFSETS, &shared.offsets, true);
+        loader.override_global(maps::TASK_FILTER, &shared.filter, true);
         for family in &families {
             family.configure(&mut loader);
         }
@@ -221,13 +166,13 @@ fn attach_families(
     if traced.is_empty() && !quiet {
         bail!("no family could be attached (see the reasons above)");
     }
-    statuses.sort_by_key(|s| crate::families::ALL.iter().position(|f| *f == s.family));
+    statuses.sort_by_key(|s| report_order(&s.family));
     Ok(Attached { ebpf: Some(ebpf), traced, statuses })
 }
 
 /// Read-only globals every memory family reads: task layout and the
 /// `--pid` / `--cgroup` filter.
-struct SharedGlobals {
+pub struct SharedGlobals {
     offsets: TaskOffsets,
     filter: TaskFilter,
 }
@@ -235,7 +180,7 @@ struct SharedGlobals {
 impl SharedGlobals {
     /// Validates `--pid`, `--comm` and `--cgroup` (before anything is
     /// attached).
-    fn new(args: &RunOptions, env: &KernelEnv, warnings: &mut Vec<String>) -> Result<Self> {
+    pub fn new(args: &RunOptions, env: &KernelEnv, warnings: &mut Vec<String>) -> Result<Self> {
         let offsets = match &env.btf {
             Ok(btf) => {
                 let (offsets, warning) = task_offsets(btf);
@@ -280,14 +225,14 @@ fn comm_filter(comm: &str) -> Result<[u8; 16]> {
 }
 
 /// Where a run's reports go besides standard output.
-struct Outputs<'a> {
+pub struct Outputs<'a> {
     /// `trace -o`: the report, instead of standard output.
-    report: Option<&'a Path>,
+    pub report: Option<&'a Path>,
     /// `record -o`: the capture.
-    capture: Option<&'a Path>,
+    pub capture: Option<&'a Path>,
 }
 
-fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
+pub fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
     let started_wall = SystemTime::now();
     caps::require_tracing()?;
     // Bad input is reported before anything is attached.
@@ -320,7 +265,7 @@ fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
             eprintln!("tracer: serving Prometheus metrics at http://{}/metrics", endpoint.local_addr);
         }
         let pusher = args.otlp.clone().map(crate::export::otlp::Pusher::new);
-        sinks.push(Box::new(MetricsSink { endpoint, pusher, metrics: Default::default() }));
+        sinks.push(Box::new(MetricsSink::new(endpoint, pusher)));
     }
 
     let stacks = Stacks::new(args.vmlinux.clone());
@@ -519,7 +464,8 @@ impl StopSignals {
 /// Sums the per-CPU health counters.
 fn read_counters(ebpf: &Ebpf) -> [u64; Counter::ALL.len()] {
     let mut out = [0; Counter::ALL.len()];
-    let Some(counters) = ebpf.map("COUNTERS").and_then(|m| PerCpuArray::<_, u64>::try_from(m).ok()) else {
+    let Some(counters) = ebpf.map(maps::COUNTERS).and_then(|m| PerCpuArray::<_, u64>::try_from(m).ok())
+    else {
         return out;
     };
     for (i, counter) in Counter::ALL.iter().enumerate() {
@@ -528,237 +474,6 @@ fn read_counters(ebpf: &Ebpf) -> [u64; Counter::ALL.len()] {
         }
     }
     out
-}
-
-/// Where a run's reports go, as the run goes.
-trait ReportSink {
-    /// Tracing has started.
-    fn begin(&mut self, _header: &CaptureHeader, _system: &SystemContext) -> Result<()> {
-        Ok(())
-    }
-    /// Every interval's report (each `--interval`, else every second).
-    fn interval(&mut self, report: &Report) -> Result<()>;
-    /// The whole-run report, once everything is detached.
-    fn whole(&mut self, report: &Report, end: &CaptureEnd) -> Result<()>;
-}
-
-/// `--metrics`: the cumulative metrics, published at every interval.
-struct MetricsSink {
-    endpoint: Option<crate::export::server::MetricsEndpoint>,
-    pusher: Option<crate::export::otlp::Pusher>,
-    metrics: crate::export::Metrics,
-}
-
-impl MetricsSink {
-    fn publish(&self) {
-        if let Some(endpoint) = &self.endpoint {
-            endpoint.publish(&self.metrics);
-        }
-        if let Some(pusher) = &self.pusher {
-            pusher.push(&self.metrics);
-        }
-    }
-}
-
-impl ReportSink for MetricsSink {
-    fn begin(&mut self, header: &CaptureHeader, _system: &SystemContext) -> Result<()> {
-        self.metrics = crate::export::Metrics::new(
-            &header.host.hostname,
-            &header.host.kernel_release,
-            header.start_unix_s,
-        );
-        self.publish();
-        Ok(())
-    }
-
-    fn interval(&mut self, report: &Report) -> Result<()> {
-        self.metrics.add_interval(report);
-        self.publish();
-        Ok(())
-    }
-
-    fn whole(&mut self, _report: &Report, _end: &CaptureEnd) -> Result<()> {
-        Ok(())
-    }
-}
-
-/// The live one-line status on stderr, drawn only on terminals (indicatif
-/// draws nothing otherwise) and cleared at the end.
-struct StatusLine {
-    bar: indicatif::ProgressBar,
-    status: render::status::Status,
-}
-
-impl StatusLine {
-    fn new(duration: Duration) -> Self {
-        let bar = indicatif::ProgressBar::with_draw_target(
-            Some(duration.as_secs().max(1)),
-            indicatif::ProgressDrawTarget::stderr(),
-        );
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("tracer: {elapsed:>4}/{len}s {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        // Also cleared when a failure drops it: the terminal is left clean.
-        let bar = bar.with_finish(indicatif::ProgressFinish::AndClear);
-        if std::io::stderr().is_terminal() {
-            // A panic message goes on a line of its own, not after the
-            // status. Raw escapes, not the bar: its lock may be held.
-            let previous = std::panic::take_hook();
-            std::panic::set_hook(Box::new(move |info| {
-                let _ = std::io::stderr().write_all(b"\r\x1b[2K");
-                previous(info);
-            }));
-        }
-        Self { bar, status: render::status::Status::default() }
-    }
-}
-
-impl ReportSink for StatusLine {
-    fn begin(&mut self, _header: &CaptureHeader, _system: &SystemContext) -> Result<()> {
-        // Time from attachment, not from start-up.
-        self.bar.reset_elapsed();
-        Ok(())
-    }
-
-    fn interval(&mut self, report: &Report) -> Result<()> {
-        self.status.add(report);
-        self.bar.set_position(self.bar.elapsed().as_secs());
-        self.bar.set_message(self.status.line());
-        Ok(())
-    }
-
-    fn whole(&mut self, _report: &Report, _end: &CaptureEnd) -> Result<()> {
-        self.bar.finish_and_clear();
-        Ok(())
-    }
-}
-
-/// Prints reports: standard output, or `trace -o FILE` (and standard
-/// output if writing it fails).
-struct Printer {
-    out: crate::report_output::ReportOutput,
-    json: bool,
-    /// `--interval` given: interval reports are printed too, and JSON is
-    /// one object per line throughout.
-    intervals: bool,
-}
-
-impl Printer {
-    fn open(args: &RunOptions, output: Option<&Path>) -> Result<Self> {
-        let out = crate::report_output::ReportOutput::create(output)?;
-        Ok(Self { out, json: args.json, intervals: args.interval.is_some() })
-    }
-
-    fn print(&mut self, report: &Report) -> Result<()> {
-        self.out.write(&render_report(report, self.json, self.intervals)?)
-    }
-}
-
-/// A report as `trace` prints it: text, or JSON (one object per line
-/// when the run printed intervals).
-pub fn render_report(report: &Report, json: bool, json_lines: bool) -> Result<String> {
-    Ok(match (json, json_lines) {
-        (true, true) => render::json::render_line(report)?,
-        (true, false) => render::json::render(report)?,
-        (false, _) => render::text::render(report),
-    })
-}
-
-impl ReportSink for Printer {
-    fn interval(&mut self, report: &Report) -> Result<()> {
-        if self.intervals { self.print(report) } else { Ok(()) }
-    }
-
-    fn whole(&mut self, report: &Report, _end: &CaptureEnd) -> Result<()> {
-        self.print(report)
-    }
-}
-
-/// Writes the capture of `record`, chunk by chunk, each synced to disk so
-/// that a crash of the machine keeps what was written.
-struct CaptureSink {
-    path: PathBuf,
-    writer: CaptureWriter<File>,
-    /// Until tracing starts, a failed run leaves no capture behind.
-    started: bool,
-    /// Why writing failed, after which nothing more is written.
-    failed: Option<String>,
-}
-
-impl CaptureSink {
-    fn create(path: &Path) -> Result<Self> {
-        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-        let cannot = || format!("cannot write the capture to {}", path.display());
-        if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
-            bail!("{}: a symbolic link is not followed; give the capture's own path", cannot());
-        }
-        // Not through a symlink someone else planted; 0600 also when the
-        // file existed with wider permissions.
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .with_context(cannot)?;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600)).with_context(cannot)?;
-        let writer = CaptureWriter::new(file).with_context(cannot)?;
-        Ok(Self { path: path.to_path_buf(), writer, started: false, failed: None })
-    }
-
-    /// A chunk, synced. Once writing fails (a full disk), the capture
-    /// stops there, cut short as a crash would leave it, and tracing goes
-    /// on: the terminal report stays complete.
-    fn write(&mut self, chunk: Chunk<'_>) -> Result<()> {
-        if self.failed.is_some() {
-            return Ok(());
-        }
-        let written = self.writer.write(chunk).and_then(|()| self.writer.get_ref().sync_data());
-        if let Err(e) = written {
-            eprintln!(
-                "tracer: warning: writing the capture {} failed ({e}); it ends there (`tracer report` \
-                 reads it as cut short) and tracing goes on: the report below is complete",
-                self.path.display()
-            );
-            self.failed = Some(e.to_string());
-        }
-        Ok(())
-    }
-}
-
-impl ReportSink for CaptureSink {
-    fn begin(&mut self, header: &CaptureHeader, system: &SystemContext) -> Result<()> {
-        self.started = true;
-        self.write(Chunk::Header(header))?;
-        self.write(Chunk::SystemStart(system))
-    }
-
-    fn interval(&mut self, report: &Report) -> Result<()> {
-        self.write(Chunk::Interval(report))
-    }
-
-    fn whole(&mut self, report: &Report, end: &CaptureEnd) -> Result<()> {
-        if let Some(state) = report.system.as_ref().and_then(|s| s.end.as_ref()) {
-            self.write(Chunk::SystemEnd(state))?;
-        }
-        self.write(Chunk::Final(report))?;
-        self.write(Chunk::End(end))?;
-        match &self.failed {
-            None => eprintln!("tracer: capture written to {}", self.path.display()),
-            Some(why) => eprintln!("tracer: the capture {} is incomplete ({why})", self.path.display()),
-        }
-        Ok(())
-    }
-}
-
-impl Drop for CaptureSink {
-    fn drop(&mut self) {
-        if !self.started {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
@@ -772,90 +487,4 @@ fn raise_memlock_limit() {
 fn humantime(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s >= 60.0 && s % 60.0 == 0.0 { format!("{}m", s as u64 / 60) } else { format!("{s}s") }
-}
-
-fn probes(args: ProbesArgs) -> Result<ExitCode> {
-    caps::require_tracing()?;
-    let mut notices = Vec::new();
-    let env = kernel_env(&mut notices, true)?;
-    for notice in &notices {
-        eprintln!("tracer: {notice}");
-    }
-    // What `tracer trace` without options would do, done for real (then
-    // detached): the verdicts are the hooks trace would use, not a guess.
-    let Ok(Cli { command: Command::Trace(defaults), .. }) =
-        <Cli as clap::Parser>::try_parse_from(["tracer", "trace"])
-    else {
-        unreachable!("`tracer trace` parses")
-    };
-    let defaults = defaults.run;
-    let shared = SharedGlobals::new(&defaults, &env, &mut Vec::new())?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let _runtime_context = runtime.enter();
-    let stacks = Stacks::new(None);
-    let attached = attach_families(&defaults, &[], &env, &shared, &stacks, true)?;
-    let statuses = attached.statuses.clone();
-    drop(attached);
-
-    let mut table: Vec<(&str, Vec<Hook>, String)> = Vec::new();
-    for name in IMPLEMENTED {
-        let status = statuses.iter().find(|s| s.family == name.as_str());
-        let mut hooks = hooks_for(name, &env, false).unwrap_or_default();
-        let verdict = match status {
-            Some(s) if s.state == "traced" => {
-                // The ways of attaching (not the tracepoints themselves):
-                // in use exactly when trace's hook is of that kind.
-                let kind = s.hook.split_whitespace().next().unwrap_or_default();
-                for h in &mut hooks {
-                    let row_kind = h.name.split_whitespace().next().unwrap_or_default();
-                    if ["tp_btf", "fentry", "kprobe", "/proc/vmstat"].contains(&row_kind) {
-                        h.used = row_kind == kind;
-                    }
-                    // Tried at attach and refused: not a hook that works.
-                    if let Some(why) = s.detail.split("; ").find(|r| r.starts_with(&format!("{row_kind} "))) {
-                        h.available = false;
-                        h.note = format!("refused: {why}");
-                    }
-                }
-                format!("traced with {}", s.hook)
-            }
-            Some(s) => {
-                hooks.iter_mut().for_each(|h| h.used = false);
-                format!("{}: {}", s.state, s.detail)
-            }
-            None => "not requested".to_string(),
-        };
-        table.push((name.as_str(), hooks, verdict));
-    }
-    if args.json {
-        let value: Vec<serde_json::Value> = table
-            .iter()
-            .map(|(family, hooks, verdict)| {
-                serde_json::json!({
-                    "family": family,
-                    "verdict": verdict,
-                    "hooks": hooks.iter().map(|h| serde_json::json!({
-                        "hook": h.name, "available": h.available, "used": h.used,
-                        "required": h.required, "note": h.note,
-                    })).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&value)?);
-    } else {
-        for (family, hooks, verdict) in &table {
-            println!("{family}: {verdict}");
-            for h in hooks {
-                let mark = if h.used {
-                    "use"
-                } else if h.available {
-                    "ok "
-                } else {
-                    "-- "
-                };
-                println!("  [{mark}] {:<36} {}", h.name, h.note);
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,89 @@
+//! The alloc family's part of a report: its text section and how its rows
+//! of interval reports add up to the whole run. Pure.
+
+use std::fmt::Write as _;
+
+use crate::{
+    model::{AllocFailure, Report, ZoneSnapshot},
+    render::parts::render_stack,
+};
+
+/// Its section of the text report.
+pub fn render_text(out: &mut String, report: &Report) {
+    render_alloc(out, &report.alloc_failures, &report.zone_snapshots);
+}
+
+fn render_alloc(out: &mut String, rows: &[AllocFailure], zones: &[ZoneSnapshot]) {
+    let total: u64 = rows.iter().map(|r| r.count).sum();
+    let _ = writeln!(out, "\nPage allocation failures: {total}");
+    for row in rows {
+        let _ = writeln!(out, "\n  {} x order-{} {} ({})", row.count, row.order, row.gfp, row.migratetype);
+        let _ = writeln!(
+            out,
+            "     {}",
+            if row.can_reclaim {
+                "could reclaim (__GFP_DIRECT_RECLAIM) and still failed"
+            } else {
+                "atomic: no direct reclaim allowed (expected to fail under pressure)"
+            }
+        );
+        let cgroup = if row.cgroup.is_empty() { String::new() } else { format!(" in {}", row.cgroup) };
+        let _ = writeln!(
+            out,
+            "     process {} ({}){cgroup}, first at {:.2}s, last at {:.2}s",
+            row.pid, row.comm, row.first_seen_s, row.last_seen_s
+        );
+        render_stack(out, "kernel stack", &row.kernel_stack);
+        render_stack(out, "user stack", &row.user_stack);
+    }
+    for snapshot in zones {
+        let _ =
+            writeln!(out, "\n  Free blocks per order at the {} ({:.2}s):", snapshot.reason, snapshot.at_s);
+        for zone in &snapshot.zones {
+            let orders: Vec<String> = zone.free_blocks.iter().map(u64::to_string).collect();
+            let _ = writeln!(out, "     node {} {:<8} {}", zone.node, zone.zone, orders.join(" "));
+        }
+    }
+}
+
+/// Adds one interval's rows into the whole run's (replaying a capture).
+pub fn merge(whole: &mut Report, report: &Report) {
+    for failure in &report.alloc_failures {
+        match whole.alloc_failures.iter_mut().find(|f| same_failure(f, failure)) {
+            Some(into) => merge_failure(into, failure),
+            None => whole.alloc_failures.push(failure.clone()),
+        }
+    }
+    // Each interval carries every snapshot taken so far.
+    for snapshot in &report.zone_snapshots {
+        if !whole.zone_snapshots.contains(snapshot) {
+            whole.zone_snapshots.push(snapshot.clone());
+        }
+    }
+}
+
+/// Most frequent failures first, as a live run orders them.
+pub fn finish_merge(whole: &mut Report) {
+    whole
+        .alloc_failures
+        .sort_by(|a, b| b.count.cmp(&a.count).then(a.first_seen_s.total_cmp(&b.first_seen_s)));
+}
+
+fn same_failure(a: &AllocFailure, b: &AllocFailure) -> bool {
+    (a.order, a.gfp_flags, a.pid) == (b.order, b.gfp_flags, b.pid)
+        && a.kernel_stack == b.kernel_stack
+        && a.user_stack == b.user_stack
+}
+
+fn merge_failure(into: &mut AllocFailure, failure: &AllocFailure) {
+    into.count += failure.count;
+    into.first_seen_s = into.first_seen_s.min(failure.first_seen_s);
+    if failure.last_seen_s >= into.last_seen_s {
+        // The thread that failed last names the row, as in the kernel's.
+        into.last_seen_s = failure.last_seen_s;
+        into.comm = failure.comm.clone();
+    }
+    if into.cgroup.is_empty() {
+        into.cgroup = failure.cgroup.clone();
+    }
+}

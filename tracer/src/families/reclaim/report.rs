@@ -1,0 +1,211 @@
+//! The reclaim family's part of a report: its text section and how its
+//! rows of interval reports add up to the whole run. Pure.
+
+use std::fmt::Write as _;
+
+use super::STACKS_KEPT;
+use crate::{
+    model::{
+        Compaction, Kswapd, Report, StallBreakdown, StallRow, StallStack, add_named_counts, merge_latency,
+        us_to_ns,
+    },
+    render::parts::{or_root, render_log2, render_stack, us},
+};
+
+/// Its section of the text report.
+pub fn render_text(out: &mut String, report: &Report) {
+    render_reclaim(out, report);
+}
+
+fn render_reclaim(out: &mut String, report: &Report) {
+    let _ = writeln!(out, "\nMemory stalls");
+    let mut rows: Vec<&StallRow> = report.reclaim.iter().collect();
+    if let Some(c) = &report.compaction {
+        rows.push(&c.stalls);
+    }
+    for row in rows {
+        let title = match row.kind.as_str() {
+            "direct" => "direct reclaim",
+            "memcg" => "memory cgroup reclaim",
+            _ => "direct compaction",
+        };
+        let _ = writeln!(
+            out,
+            "\n{title}: {} stalls, {:.1} ms in total{}{}",
+            row.count,
+            row.total_ms,
+            if row.kind == "compaction" {
+                String::new()
+            } else {
+                format!(", {} pages reclaimed", row.nr_reclaimed)
+            },
+            if row.untimed + row.abandoned > 0 {
+                format!(" ({} untimed: began before tracing; {} abandoned)", row.untimed, row.abandoned)
+            } else {
+                String::new()
+            }
+        );
+        if row.count == 0 {
+            continue;
+        }
+        render_log2(out, &row.histogram);
+        let l = &row.latency_us;
+        let _ = writeln!(out, "     p50 {}  p99 {}  max {} usecs", us(l.p50), us(l.p99), us(l.max));
+        let _ = writeln!(out, "     top processes:");
+        for p in row.processes.iter().take(5) {
+            let cgroup = if p.cgroup.is_empty() { String::new() } else { format!(" in {}", p.cgroup) };
+            let _ = writeln!(
+                out,
+                "       {:>7} {:<16}{cgroup}: {} stalls, {:.1} ms, max {} us",
+                p.pid,
+                p.comm,
+                p.count,
+                p.total_ms,
+                us(p.latency_us.max)
+            );
+        }
+        if row.cgroups.len() > 1
+            || row.cgroups.first().is_some_and(|c| !c.cgroup.is_empty() && c.cgroup != "/")
+        {
+            let _ = writeln!(out, "     by cgroup:");
+            for c in row.cgroups.iter().take(5) {
+                let _ = writeln!(
+                    out,
+                    "       {:<30} {} stalls, {:.1} ms",
+                    or_root(&c.cgroup),
+                    c.count,
+                    c.total_ms
+                );
+            }
+        }
+        if let Some(top) = row.stacks.first() {
+            let _ = writeln!(
+                out,
+                "     slowest stack ({} stalls, {:.1} ms, pid {}):",
+                top.count, top.total_ms, top.pid
+            );
+            render_stack(out, "kernel", &top.kernel_stack);
+            render_stack(out, "user", &top.user_stack);
+        }
+    }
+    if let Some(c) = &report.compaction {
+        let results: Vec<String> = c.results.iter().map(|r| format!("{} {}", r.name, r.count)).collect();
+        let _ = writeln!(
+            out,
+            "  direct compaction attempts: {}{}",
+            c.attempts,
+            if results.is_empty() { String::new() } else { format!("; results: {}", results.join(", ")) }
+        );
+    }
+    if let Some(k) = &report.kswapd {
+        let _ = writeln!(
+            out,
+            "  kswapd: {} wakes, {:.1} ms awake, {} wake-up requests",
+            k.wakes, k.awake_ms, k.wakeups_requested
+        );
+    }
+    if report.stalls_dropped > 0 {
+        let _ = writeln!(
+            out,
+            "  ({} shortest individual stalls not kept; all are in the counts above)",
+            report.stalls_dropped
+        );
+    }
+}
+
+/// Adds one interval's rows into the whole run's (replaying a capture).
+pub fn merge(whole: &mut Report, report: &Report) {
+    for row in &report.reclaim {
+        match whole.reclaim.iter_mut().find(|r| r.kind == row.kind) {
+            Some(into) => merge_stall_row(into, row),
+            None => whole.reclaim.push(row.clone()),
+        }
+    }
+    if let Some(compaction) = &report.compaction {
+        match &mut whole.compaction {
+            None => whole.compaction = Some(compaction.clone()),
+            Some(into) => merge_compaction(into, compaction),
+        }
+    }
+    if let Some(kswapd) = &report.kswapd {
+        let into = whole.kswapd.get_or_insert_with(Kswapd::default);
+        into.wakes += kswapd.wakes;
+        into.sleeps += kswapd.sleeps;
+        into.awake_ms += kswapd.awake_ms;
+        into.wakeups_requested += kswapd.wakeups_requested;
+    }
+    whole.stalls.extend(report.stalls.iter().cloned());
+    // Counted since the start of the run, like slow_ios_dropped.
+    whole.stalls_dropped = whole.stalls_dropped.max(report.stalls_dropped);
+}
+
+/// Breakdowns ordered by time stalled, the stacks kept as a live run keeps
+/// them.
+pub fn finish_merge(whole: &mut Report) {
+    let compaction = whole.compaction.iter_mut().map(|c| &mut c.stalls);
+    for row in whole.reclaim.iter_mut().chain(compaction) {
+        row.processes.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
+        row.cgroups.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
+        row.stacks.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
+        row.stacks.truncate(STACKS_KEPT);
+    }
+}
+
+fn merge_stall_row(into: &mut StallRow, row: &StallRow) {
+    let sum_ns = us_to_ns((into.total_ms + row.total_ms) * 1000.0);
+    into.count += row.count;
+    into.total_ms += row.total_ms;
+    merge_latency((&mut into.latency_us, &mut into.histogram), (&row.latency_us, &row.histogram), sum_ns);
+    into.nr_reclaimed += row.nr_reclaimed;
+    into.untimed += row.untimed;
+    into.abandoned += row.abandoned;
+    for p in &row.processes {
+        match into.processes.iter_mut().find(|q| (q.pid, &q.cgroup) == (p.pid, &p.cgroup)) {
+            Some(q) => merge_breakdown(q, p),
+            None => into.processes.push(p.clone()),
+        }
+    }
+    for c in &row.cgroups {
+        match into.cgroups.iter_mut().find(|d| d.cgroup == c.cgroup) {
+            Some(d) => merge_breakdown(d, c),
+            None => into.cgroups.push(c.clone()),
+        }
+    }
+    for s in &row.stacks {
+        match into.stacks.iter_mut().find(|t| same_stack(t, s)) {
+            Some(t) => {
+                t.count += s.count;
+                t.total_ms += s.total_ms;
+            }
+            None => into.stacks.push(s.clone()),
+        }
+    }
+}
+
+fn same_stack(a: &StallStack, b: &StallStack) -> bool {
+    a.pid == b.pid && a.kernel_stack == b.kernel_stack && a.user_stack == b.user_stack
+}
+
+/// Breakdowns keep no histogram: percentiles become the largest of the
+/// two (an upper bound); max and mean stay exact.
+fn merge_breakdown(into: &mut StallBreakdown, other: &StallBreakdown) {
+    into.count += other.count;
+    into.total_ms += other.total_ms;
+    into.nr_reclaimed += other.nr_reclaimed;
+    if !other.comm.is_empty() {
+        into.comm = other.comm.clone();
+    }
+    let (l, o) = (&mut into.latency_us, &other.latency_us);
+    l.p50 = l.p50.max(o.p50);
+    l.p90 = l.p90.max(o.p90);
+    l.p99 = l.p99.max(o.p99);
+    l.p999 = l.p999.max(o.p999);
+    l.max = l.max.max(o.max);
+    l.mean = if into.count == 0 { 0.0 } else { into.total_ms * 1000.0 / into.count as f64 };
+}
+
+fn merge_compaction(into: &mut Compaction, other: &Compaction) {
+    merge_stall_row(&mut into.stalls, &other.stalls);
+    into.attempts += other.attempts;
+    add_named_counts(&mut into.results, &other.results);
+}

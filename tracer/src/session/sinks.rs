@@ -1,0 +1,249 @@
+//! Where a run's reports go as the run goes: the status line, the
+//! printer (`trace`), the capture writer (`record`) and the metrics
+//! endpoints (`--metrics`, `--otlp`).
+
+use std::{
+    fs::File,
+    io::{IsTerminal as _, Write as _},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{
+    capture::{CaptureEnd, CaptureHeader, CaptureWriter, Chunk},
+    cli::RunOptions,
+    model::{Report, SystemContext},
+    render,
+};
+
+/// Where a run's reports go, as the run goes.
+pub trait ReportSink {
+    /// Tracing has started.
+    fn begin(&mut self, _header: &CaptureHeader, _system: &SystemContext) -> Result<()> {
+        Ok(())
+    }
+    /// Every interval's report (each `--interval`, else every second).
+    fn interval(&mut self, report: &Report) -> Result<()>;
+    /// The whole-run report, once everything is detached.
+    fn whole(&mut self, report: &Report, end: &CaptureEnd) -> Result<()>;
+}
+
+/// `--metrics`: the cumulative metrics, published at every interval.
+pub struct MetricsSink {
+    endpoint: Option<crate::export::server::MetricsEndpoint>,
+    pusher: Option<crate::export::otlp::Pusher>,
+    metrics: crate::export::Metrics,
+}
+
+impl MetricsSink {
+    pub fn new(
+        endpoint: Option<crate::export::server::MetricsEndpoint>,
+        pusher: Option<crate::export::otlp::Pusher>,
+    ) -> Self {
+        Self { endpoint, pusher, metrics: Default::default() }
+    }
+}
+
+impl MetricsSink {
+    fn publish(&self) {
+        if let Some(endpoint) = &self.endpoint {
+            endpoint.publish(&self.metrics);
+        }
+        if let Some(pusher) = &self.pusher {
+            pusher.push(&self.metrics);
+        }
+    }
+}
+
+impl ReportSink for MetricsSink {
+    fn begin(&mut self, header: &CaptureHeader, _system: &SystemContext) -> Result<()> {
+        self.metrics = crate::export::Metrics::new(
+            &header.host.hostname,
+            &header.host.kernel_release,
+            header.start_unix_s,
+        );
+        self.publish();
+        Ok(())
+    }
+
+    fn interval(&mut self, report: &Report) -> Result<()> {
+        self.metrics.add_interval(report);
+        self.publish();
+        Ok(())
+    }
+
+    fn whole(&mut self, _report: &Report, _end: &CaptureEnd) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The live one-line status on stderr, drawn only on terminals (indicatif
+/// draws nothing otherwise) and cleared at the end.
+pub struct StatusLine {
+    bar: indicatif::ProgressBar,
+    status: render::status::Status,
+}
+
+impl StatusLine {
+    pub fn new(duration: Duration) -> Self {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(duration.as_secs().max(1)),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("tracer: {elapsed:>4}/{len}s {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        // Also cleared when a failure drops it: the terminal is left clean.
+        let bar = bar.with_finish(indicatif::ProgressFinish::AndClear);
+        if std::io::stderr().is_terminal() {
+            // A panic message goes on a line of its own, not after the
+            // status. Raw escapes, not the bar: its lock may be held.
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                let _ = std::io::stderr().write_all(b"\r\x1b[2K");
+                previous(info);
+            }));
+        }
+        Self { bar, status: render::status::Status::default() }
+    }
+}
+
+impl ReportSink for StatusLine {
+    fn begin(&mut self, _header: &CaptureHeader, _system: &SystemContext) -> Result<()> {
+        // Time from attachment, not from start-up.
+        self.bar.reset_elapsed();
+        Ok(())
+    }
+
+    fn interval(&mut self, report: &Report) -> Result<()> {
+        self.status.add(report);
+        self.bar.set_position(self.bar.elapsed().as_secs());
+        self.bar.set_message(self.status.line());
+        Ok(())
+    }
+
+    fn whole(&mut self, _report: &Report, _end: &CaptureEnd) -> Result<()> {
+        self.bar.finish_and_clear();
+        Ok(())
+    }
+}
+
+/// Prints reports: standard output, or `trace -o FILE` (and standard
+/// output if writing it fails).
+pub struct Printer {
+    out: crate::report_output::ReportOutput,
+    json: bool,
+    /// `--interval` given: interval reports are printed too, and JSON is
+    /// one object per line throughout.
+    intervals: bool,
+}
+
+impl Printer {
+    pub fn open(args: &RunOptions, output: Option<&Path>) -> Result<Self> {
+        let out = crate::report_output::ReportOutput::create(output)?;
+        Ok(Self { out, json: args.json, intervals: args.interval.is_some() })
+    }
+
+    fn print(&mut self, report: &Report) -> Result<()> {
+        self.out.write(&render::report(report, self.json, self.intervals)?)
+    }
+}
+
+impl ReportSink for Printer {
+    fn interval(&mut self, report: &Report) -> Result<()> {
+        if self.intervals { self.print(report) } else { Ok(()) }
+    }
+
+    fn whole(&mut self, report: &Report, _end: &CaptureEnd) -> Result<()> {
+        self.print(report)
+    }
+}
+
+/// Writes the capture of `record`, chunk by chunk, each synced to disk so
+/// that a crash of the machine keeps what was written.
+pub struct CaptureSink {
+    path: PathBuf,
+    writer: CaptureWriter<File>,
+    /// Until tracing starts, a failed run leaves no capture behind.
+    started: bool,
+    /// Why writing failed, after which nothing more is written.
+    failed: Option<String>,
+}
+
+impl CaptureSink {
+    pub fn create(path: &Path) -> Result<Self> {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let cannot = || format!("cannot write the capture to {}", path.display());
+        if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+            bail!("{}: a symbolic link is not followed; give the capture's own path", cannot());
+        }
+        // Not through a symlink someone else planted; 0600 also when the
+        // file existed with wider permissions.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .with_context(cannot)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600)).with_context(cannot)?;
+        let writer = CaptureWriter::new(file).with_context(cannot)?;
+        Ok(Self { path: path.to_path_buf(), writer, started: false, failed: None })
+    }
+
+    /// A chunk, synced. Once writing fails (a full disk), the capture
+    /// stops there, cut short as a crash would leave it, and tracing goes
+    /// on: the terminal report stays complete.
+    fn write(&mut self, chunk: Chunk<'_>) -> Result<()> {
+        if self.failed.is_some() {
+            return Ok(());
+        }
+        let written = self.writer.write(chunk).and_then(|()| self.writer.get_ref().sync_data());
+        if let Err(e) = written {
+            eprintln!(
+                "tracer: warning: writing the capture {} failed ({e}); it ends there (`tracer report` \
+                 reads it as cut short) and tracing goes on: the report below is complete",
+                self.path.display()
+            );
+            self.failed = Some(e.to_string());
+        }
+        Ok(())
+    }
+}
+
+impl ReportSink for CaptureSink {
+    fn begin(&mut self, header: &CaptureHeader, system: &SystemContext) -> Result<()> {
+        self.started = true;
+        self.write(Chunk::Header(header))?;
+        self.write(Chunk::SystemStart(system))
+    }
+
+    fn interval(&mut self, report: &Report) -> Result<()> {
+        self.write(Chunk::Interval(report))
+    }
+
+    fn whole(&mut self, report: &Report, end: &CaptureEnd) -> Result<()> {
+        if let Some(state) = report.system.as_ref().and_then(|s| s.end.as_ref()) {
+            self.write(Chunk::SystemEnd(state))?;
+        }
+        self.write(Chunk::Final(report))?;
+        self.write(Chunk::End(end))?;
+        match &self.failed {
+            None => eprintln!("tracer: capture written to {}", self.path.display()),
+            Some(why) => eprintln!("tracer: the capture {} is incomplete ({why})", self.path.display()),
+        }
+        Ok(())
+    }
+}
+
+impl Drop for CaptureSink {
+    fn drop(&mut self) {
+        if !self.started {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
