@@ -370,6 +370,12 @@ impl FtraceCount {
 
     /// Events recorded; fails if the buffer overran (the count would lie).
     pub fn count(&self) -> u64 {
+        self.records().len() as u64
+    }
+
+    /// The events recorded, as ftrace prints them (stops recording); fails
+    /// if the buffer overran.
+    pub fn records(&self) -> Vec<String> {
         let _ = std::fs::write(self.instance.join("events").join(&self.event).join("enable"), "0");
         for cpu in std::fs::read_dir(self.instance.join("per_cpu")).unwrap().flatten() {
             let stats = std::fs::read_to_string(cpu.path().join("stats")).unwrap();
@@ -377,7 +383,11 @@ impl FtraceCount {
         }
         let name = self.event.rsplit('/').next().unwrap();
         let trace = std::fs::read_to_string(self.instance.join("trace")).unwrap();
-        trace.lines().filter(|l| !l.starts_with('#') && l.contains(&format!(" {name}:"))).count() as u64
+        trace
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains(&format!(" {name}:")))
+            .map(String::from)
+            .collect()
     }
 }
 

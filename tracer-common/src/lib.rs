@@ -5,6 +5,7 @@
 pub mod alloc;
 pub mod block;
 pub mod counters;
+pub mod dirty;
 pub mod hist;
 pub mod maps;
 pub mod oom;

@@ -14,6 +14,8 @@ pub const BLOCK_OFFSETS: &str = "BLOCK_OFFSETS";
 pub const BLOCK_ROWS: &str = "BLOCK_ROWS";
 pub const BLOCK_SLOW_NS: &str = "BLOCK_SLOW_NS";
 pub const COUNTERS: &str = "COUNTERS";
+pub const DIRTY_OFFSETS: &str = "DIRTY_OFFSETS";
+pub const DIRTY_ROWS: &str = "DIRTY_ROWS";
 pub const OOM_COUNTS: &str = "OOM_COUNTS";
 pub const OOM_EVENTS: &str = "OOM_EVENTS";
 pub const OOM_OFFSETS: &str = "OOM_OFFSETS";
@@ -40,6 +42,8 @@ pub const ALL: &[&str] = &[
     BLOCK_ROWS,
     BLOCK_SLOW_NS,
     COUNTERS,
+    DIRTY_OFFSETS,
+    DIRTY_ROWS,
     OOM_COUNTS,
     OOM_EVENTS,
     OOM_OFFSETS,

@@ -5,6 +5,7 @@
 
 mod alloc;
 mod block;
+mod dirty;
 mod oom;
 mod shared;
 mod stall;

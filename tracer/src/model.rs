@@ -50,6 +50,9 @@ pub struct Report {
     pub kswapd: Option<Kswapd>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thp: Option<Thp>,
+    /// Dirty-page throttling, when the `dirty` family was traced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dirty: Option<Dirty>,
     /// Individual stalls (reclaim, compaction), longest kept when there
     /// are more than `stalls_kept_max`; `stalls_dropped` says how many not.
     #[serde(default)]
@@ -533,6 +536,46 @@ pub struct MemoryState {
     pub buddyinfo: Vec<ZoneFree>,
 }
 
+/// Writers made to wait by dirty-page throttling (`balance_dirty_pages`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Dirty {
+    /// Per process, backing device and memory cgroup; longest total pause
+    /// first.
+    pub rows: Vec<DirtyRow>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DirtyRow {
+    pub pid: u32,
+    pub comm: String,
+    /// The backing device (its name in /sys/class/bdi, e.g. "7:0").
+    pub device: String,
+    /// The writeback's memory cgroup ("" when unknown).
+    pub cgroup: String,
+    /// Times the process was made to wait.
+    pub pauses: u64,
+    /// Times it was checked and let through without waiting.
+    pub unpaused: u64,
+    /// Sum of the pauses the kernel chose (its `pause`, ms).
+    pub total_ms: f64,
+    pub latency_us: Percentiles,
+    pub histogram: Vec<Bucket>,
+    /// Dirty pages against the limit, globally and for this device's
+    /// writeback, at the longest pause.
+    pub at_longest: DirtyState,
+    /// Where the writes came from, most pause first (at most 5).
+    pub stacks: Vec<StallStack>,
+}
+
+/// Pages, as `balance_dirty_pages` saw them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct DirtyState {
+    pub dirty: u64,
+    pub limit: u64,
+    pub wb_dirty: u64,
+    pub wb_setpoint: u64,
+}
+
 /// Everything per interval, side by side.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TimelinePoint {
@@ -549,6 +592,9 @@ pub struct TimelinePoint {
     pub kswapd_wakes: u64,
     pub alloc_failures: u64,
     pub oom_kills: u64,
+    /// Dirty-throttling pauses, when the `dirty` family was traced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dirty: Option<StallBrief>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -559,6 +605,28 @@ pub struct StallBrief {
 }
 
 impl TimelinePoint {
+    /// The point's columns in the text time line: (header, width, value).
+    /// A family's column is here only when it was traced.
+    pub fn columns(&self) -> Vec<(&'static str, usize, String)> {
+        let stall = |b: &StallBrief| format!("{}/{:.0}", b.count, b.total_ms);
+        let mut columns = vec![
+            ("t(s)", 6, format!("{:.1}", self.offset_s)),
+            ("block io", 8, self.block_requests.to_string()),
+            ("p99 us", 8, format!("{:.1}", self.block_p99_us)),
+            ("max us", 8, format!("{:.1}", self.block_max_us)),
+            ("direct", 11, stall(&self.direct_reclaim)),
+            ("memcg", 11, stall(&self.memcg_reclaim)),
+            ("compaction", 11, stall(&self.compaction)),
+            ("thp", 5, self.thp_splits.to_string()),
+            ("allocf", 6, self.alloc_failures.to_string()),
+            ("oom", 4, self.oom_kills.to_string()),
+        ];
+        if let Some(dirty) = &self.dirty {
+            columns.push(("dirty", 11, stall(dirty)));
+        }
+        columns
+    }
+
     /// The point of one interval report.
     pub fn of(report: &Report) -> Self {
         let brief = |row: Option<&StallRow>| {
@@ -588,6 +656,11 @@ impl TimelinePoint {
             kswapd_wakes: report.kswapd.as_ref().map_or(0, |k| k.wakes),
             alloc_failures: report.alloc_failures.iter().map(|a| a.count).sum(),
             oom_kills: report.oom_kills.len() as u64,
+            dirty: report.dirty.as_ref().map(|d| StallBrief {
+                count: d.rows.iter().map(|r| r.pauses).sum(),
+                total_ms: d.rows.iter().map(|r| r.total_ms).sum(),
+                max_ms: d.rows.iter().map(|r| r.latency_us.max).fold(0.0, f64::max) / 1000.0,
+            }),
         }
     }
 }

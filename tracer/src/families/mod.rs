@@ -12,6 +12,7 @@
 
 pub mod alloc;
 pub mod block;
+pub mod dirty;
 pub mod event_log;
 pub mod oom;
 pub mod reclaim;
@@ -115,7 +116,7 @@ pub fn monotonic_ns() -> u64 {
 /// `record`, `report`, `probes`, the command line and the renderers
 /// iterate. A family is added here and nowhere else.
 pub const REGISTRY: &[FamilySpec] =
-    &[block::FAMILY, alloc::FAMILY, oom::FAMILY, reclaim::FAMILY, thp::FAMILY];
+    &[block::FAMILY, alloc::FAMILY, oom::FAMILY, reclaim::FAMILY, thp::FAMILY, dirty::FAMILY];
 
 /// A probe family as the rest of tracer sees it.
 pub struct FamilySpec {
@@ -361,5 +362,21 @@ mod tests {
             assert_eq!(report_order(family.name), i, "{} registered twice", family.name);
         }
         assert_eq!(report_order("no such family"), REGISTRY.len());
+    }
+
+    /// A family's directory without its registry entry would compile and
+    /// never run.
+    #[test]
+    fn every_family_directory_is_registered() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/families");
+        let mut found = 0;
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                let name = entry.file_name().into_string().unwrap();
+                assert!(REGISTRY.iter().any(|f| f.name == name), "families/{name} is not in REGISTRY");
+                found += 1;
+            }
+        }
+        assert_eq!(found, REGISTRY.len(), "a registered family without its directory");
     }
 }

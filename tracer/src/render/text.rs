@@ -87,27 +87,12 @@ fn render_system(out: &mut String, system: &SystemContext) {
 
 fn render_timeline(out: &mut String, points: &[TimelinePoint]) {
     let _ = writeln!(out, "\nTime line (per interval; stalls as count/ms)");
-    let _ = writeln!(
-        out,
-        "  {:>6} {:>8} {:>8} {:>8} {:>11} {:>11} {:>11} {:>5} {:>6} {:>4}",
-        "t(s)", "block io", "p99 us", "max us", "direct", "memcg", "compaction", "thp", "allocf", "oom"
-    );
-    let stall = |b: &crate::model::StallBrief| format!("{}/{:.0}", b.count, b.total_ms);
+    let line = |cells: Vec<String>| format!("  {}", cells.join(" "));
+    let header = points.first().map(TimelinePoint::columns).unwrap_or_default();
+    let _ = writeln!(out, "{}", line(header.iter().map(|(h, w, _)| format!("{h:>w$}")).collect()));
     for p in points {
-        let _ = writeln!(
-            out,
-            "  {:>6.1} {:>8} {:>8.1} {:>8.1} {:>11} {:>11} {:>11} {:>5} {:>6} {:>4}",
-            p.offset_s,
-            p.block_requests,
-            p.block_p99_us,
-            p.block_max_us,
-            stall(&p.direct_reclaim),
-            stall(&p.memcg_reclaim),
-            stall(&p.compaction),
-            p.thp_splits,
-            p.alloc_failures,
-            p.oom_kills
-        );
+        let _ =
+            writeln!(out, "{}", line(p.columns().into_iter().map(|(_, w, v)| format!("{v:>w$}")).collect()));
     }
 }
 
