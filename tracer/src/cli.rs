@@ -33,6 +33,10 @@ pub enum Command {
     Report(ReportArgs),
     /// Show which hooks this kernel offers each family, and which are used.
     Probes(ProbesArgs),
+    /// Trace until stopped, keeping the last minutes in memory, and write a
+    /// capture of them to --dir when a trigger fires (an OOM kill, a slow
+    /// disk, a long stall, memory pressure, SIGUSR1).
+    Watch(WatchArgs),
 }
 
 /// A probe family named on the command line: its place in
@@ -91,10 +95,10 @@ pub struct RunOptions {
     /// Families to trace (default: every family this version implements).
     #[arg(value_parser = family_parser())]
     pub families: Vec<FamilyName>,
-    /// How long to trace, e.g. 10s, 500ms, 2m. Ctrl-C or SIGTERM ends it
-    /// early with the final report.
-    #[arg(short, long, default_value = "10s", value_parser = parse_duration, allow_hyphen_values = true)]
-    pub duration: Duration,
+    /// How long to trace, e.g. 10s, 500ms, 2m (default 10s; `watch`: until
+    /// stopped). Ctrl-C or SIGTERM ends it early with the final report.
+    #[arg(short, long, value_parser = parse_duration, allow_hyphen_values = true)]
+    pub duration: Option<Duration>,
     /// Also print a report every interval, e.g. 1s.
     #[arg(short, long, value_parser = parse_interval, allow_hyphen_values = true)]
     pub interval: Option<Duration>,
@@ -150,6 +154,66 @@ pub struct RunOptions {
     /// Use raw tracepoints even where BTF tracepoints work.
     #[arg(long, hide = true)]
     pub force_raw_tp: bool,
+}
+
+impl RunOptions {
+    /// `--duration`, or trace's default.
+    pub fn duration(&self) -> Duration {
+        self.duration.unwrap_or(Duration::from_secs(10))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Where captures are written (created 0700; files 0600).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// What writes a capture; repeatable: oom, alloc-fail[:ORDER],
+    /// p99[:DISK]>DURATION, io[:DISK]>DURATION, stall>DURATION,
+    /// stall-total>DURATION (per interval), psi:some|full>STALL/WINDOW[@CGROUP],
+    /// signal. SIGUSR1 always writes one at once.
+    #[arg(long = "trigger", value_name = "SPEC", required = true, value_parser = crate::watch::trigger::parse)]
+    pub triggers: Vec<crate::watch::trigger::Trigger>,
+    /// How much of the past a capture holds.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub keep: Duration,
+    /// How long after the trigger a capture goes on before it is written.
+    #[arg(long, default_value = "30s", value_parser = parse_duration_or_zero)]
+    pub after: Duration,
+    /// At most one capture per trigger in this time.
+    #[arg(long, default_value = "10m", value_parser = parse_duration_or_zero)]
+    pub cooldown: Duration,
+    /// The most --dir may hold; the oldest captures are removed first.
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    pub max_disk: u64,
+    /// Exit after the first capture.
+    #[arg(long)]
+    pub once: bool,
+    #[command(flatten)]
+    pub run: RunOptions,
+}
+
+/// "0" or a duration.
+pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" { Ok(Duration::ZERO) } else { parse_duration(text) }
+}
+
+/// A size: bytes, or with K, M, G or T (powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 30),
+        Some((i, 'T' | 't')) => (&t[..i], 40),
+        _ => (t, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`{text}` is not a size (e.g. 500M, 2G)"))
 }
 
 #[derive(Debug, Clone, Args)]
@@ -255,14 +319,25 @@ pub fn cross_check(cli: &Cli) -> Result<(), String> {
     let run = match &cli.command {
         Command::Trace(args) => &args.run,
         Command::Record(args) => &args.run,
+        Command::Watch(args) => {
+            if args.keep < args.run.interval.unwrap_or(Duration::from_secs(1)) {
+                return Err("--keep is shorter than one interval: a capture would hold nothing".into());
+            }
+            &args.run
+        }
         Command::Report(_) | Command::Probes(_) => return Ok(()),
     };
-    match run.interval {
-        Some(interval) if interval > run.duration => Err(format!(
-            "--interval {:?} is longer than --duration {:?}: no interval would end before the run does; \
-             trace longer or use a shorter interval",
-            interval, run.duration
+    match (run.interval, run.duration) {
+        (Some(interval), Some(duration)) if interval > duration => Err(format!(
+            "--interval {interval:?} is longer than --duration {duration:?}: no interval would end before \
+             the run does; trace longer or use a shorter interval",
         )),
+        (Some(interval), None) if interval > run.duration() && !matches!(cli.command, Command::Watch(_)) => {
+            Err(format!(
+                "--interval {interval:?} is longer than the default --duration of 10s: no interval would end \
+                 before the run does; give a longer --duration"
+            ))
+        }
         _ => Ok(()),
     }
 }
@@ -301,7 +376,7 @@ mod tests {
         assert_eq!(args.capture, PathBuf::from("run.cap"));
         assert_eq!(args.run.families.iter().map(|f| f.as_str()).collect::<Vec<_>>(), ["block", "oom"]);
         assert_eq!((args.run.interval, args.run.json), (Some(Duration::from_secs(1)), true));
-        assert_eq!(args.run.duration, Duration::from_secs(10), "the same default as trace");
+        assert_eq!(args.run.duration(), Duration::from_secs(10), "the same default as trace");
         let err = Cli::try_parse_from(["tracer", "record", "block"]).unwrap_err();
         assert!(err.to_string().contains("--output <FILE>"), "{err}");
     }

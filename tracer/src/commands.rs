@@ -13,12 +13,13 @@ use crate::{
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Trace(args) => {
-            session::trace(&args.run, Outputs { report: args.output.as_deref(), capture: None })
+            session::trace(&args.run, Outputs { report: args.output.as_deref(), capture: None, watch: None })
         }
         Command::Record(args) => {
-            session::trace(&args.run, Outputs { report: None, capture: Some(&args.capture) })
+            session::trace(&args.run, Outputs { report: None, capture: Some(&args.capture), watch: None })
         }
         Command::Report(args) => replay::run(&args),
         Command::Probes(args) => probes::run(args),
+        Command::Watch(args) => crate::watch::run(&args),
     }
 }

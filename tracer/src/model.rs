@@ -70,6 +70,9 @@ pub struct Report {
     pub lost: Vec<LostCount>,
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// What made `tracer watch` write this capture, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<TriggerMark>,
     /// The machine the run traced: what a maintainer asks for first. On
     /// whole-run reports only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -576,6 +579,18 @@ pub struct DirtyState {
     pub wb_setpoint: u64,
 }
 
+/// A `tracer watch` trigger that fired.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TriggerMark {
+    /// e.g. "oom", "p99", "psi-some", "signal".
+    pub trigger: String,
+    /// What it saw, e.g. "OOM kill of 4242 (hog) in /db".
+    pub what: String,
+    /// Seconds from the start of the capture to the end of the interval in
+    /// which it fired.
+    pub at_s: f64,
+}
+
 /// Everything per interval, side by side.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TimelinePoint {
@@ -658,7 +673,7 @@ impl TimelinePoint {
             oom_kills: report.oom_kills.len() as u64,
             dirty: report.dirty.as_ref().map(|d| StallBrief {
                 count: d.rows.iter().map(|r| r.pauses).sum(),
-                total_ms: d.rows.iter().map(|r| r.total_ms).sum(),
+                total_ms: d.rows.iter().map(|r| r.total_ms).fold(0.0, |a, b| a + b),
                 max_ms: d.rows.iter().map(|r| r.latency_us.max).fold(0.0, f64::max) / 1000.0,
             }),
         }

@@ -47,6 +47,10 @@ pub fn render(report: &Report) -> Result<String> {
     trace.oom_kills(report)?;
     trace.alloc_failures(report)?;
     trace.counters(&report.timeline);
+    if let Some(t) = &report.trigger {
+        let name = format!("trigger: {}", t.trigger);
+        trace.global_instant(&name, "watch", t.at_s * 1e6, json!({ "what": t.what }));
+    }
 
     let mut events: Vec<Value> = Vec::new();
     for (pid, name) in &trace.processes {

@@ -34,6 +34,9 @@ pub fn render(report: &Report) -> String {
             if let Some(system) = &report.system {
                 render_system(&mut out, system);
             }
+            if let Some(t) = &report.trigger {
+                let _ = writeln!(out, "  trigger  {} at {:.1}s: {}", t.trigger, t.at_s, t.what);
+            }
         }
     }
     for family in crate::families::REGISTRY {
@@ -42,7 +45,7 @@ pub fn render(report: &Report) -> String {
         }
     }
     if report.window.interval.is_none() && report.timeline.len() > 1 {
-        render_timeline(&mut out, &report.timeline);
+        render_timeline(&mut out, &report.timeline, report.trigger.as_ref().map(|t| t.at_s));
     }
     render_lost(&mut out, report);
     for warning in &report.warnings {
@@ -85,14 +88,16 @@ fn render_system(out: &mut String, system: &SystemContext) {
     };
 }
 
-fn render_timeline(out: &mut String, points: &[TimelinePoint]) {
+/// `trigger_at`: the end of the interval a `watch` trigger fired in, marked.
+fn render_timeline(out: &mut String, points: &[TimelinePoint], trigger_at: Option<f64>) {
     let _ = writeln!(out, "\nTime line (per interval; stalls as count/ms)");
     let line = |cells: Vec<String>| format!("  {}", cells.join(" "));
     let header = points.first().map(TimelinePoint::columns).unwrap_or_default();
     let _ = writeln!(out, "{}", line(header.iter().map(|(h, w, _)| format!("{h:>w$}")).collect()));
     for p in points {
-        let _ =
-            writeln!(out, "{}", line(p.columns().into_iter().map(|(_, w, v)| format!("{v:>w$}")).collect()));
+        let row = line(p.columns().into_iter().map(|(_, w, v)| format!("{v:>w$}")).collect());
+        let fired = trigger_at.is_some_and(|at| at > p.offset_s && at <= p.offset_s + p.duration_s + 1e-6);
+        let _ = writeln!(out, "{row}{}", if fired { "  <- trigger" } else { "" });
     }
 }
 

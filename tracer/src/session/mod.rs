@@ -4,7 +4,7 @@
 //! the way), and hands them the final report. `trace` prints; `record` adds
 //! the capture writer.
 
-mod sinks;
+pub mod sinks;
 
 use std::{
     path::Path,
@@ -230,6 +230,8 @@ pub struct Outputs<'a> {
     pub report: Option<&'a Path>,
     /// `record -o`: the capture.
     pub capture: Option<&'a Path>,
+    /// `watch`: no report, captures when triggers fire.
+    pub watch: Option<&'a crate::cli::WatchArgs>,
 }
 
 pub fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
@@ -237,9 +239,19 @@ pub fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
     caps::require_tracing()?;
     // Bad input is reported before anything is attached.
     let disks = devices::resolve_disks(&args.disks, &devices::list())?;
-    // The status line first: it is cleared before the report is printed.
-    let mut sinks: Vec<Box<dyn ReportSink>> =
-        vec![Box::new(StatusLine::new(args.duration)), Box::new(Printer::open(args, outputs.report)?)];
+    // `watch` runs until stopped, unless told otherwise.
+    let duration = match outputs.watch {
+        Some(_) => args.duration,
+        None => Some(args.duration()),
+    };
+    let mut sinks: Vec<Box<dyn ReportSink>> = Vec::new();
+    if let Some(watch) = outputs.watch {
+        sinks.push(Box::new(crate::watch::WatchSink::new(watch)?));
+    } else {
+        // The status line first: it is cleared before the report is printed.
+        sinks.push(Box::new(StatusLine::new(args.duration())));
+        sinks.push(Box::new(Printer::open(args, outputs.report)?));
+    }
     if let Some(path) = outputs.capture {
         sinks.push(Box::new(CaptureSink::create(path)?));
     }
@@ -276,13 +288,23 @@ pub fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
     let ebpf = ebpf.expect("attached families have an object");
     let names: Vec<&str> = traced.iter().map(|f| f.name()).collect();
     // Attached: from now on Ctrl-C and SIGTERM end the run with a report.
-    let mut stop = StopSignals::new()?;
-    eprintln!(
-        "tracer: attached {} in {} ms; tracing for {} (Ctrl-C to stop early)",
-        names.join(", "),
-        started.elapsed().as_millis(),
-        humantime(args.duration)
-    );
+    let mut stop = StopSignals::new(outputs.watch.is_some())?;
+    match (outputs.watch, duration) {
+        (Some(watch), _) => eprintln!(
+            "tracer: attached {} in {} ms; watching {}, captures to {} (Ctrl-C or SIGTERM to stop, SIGUSR1 \
+             for a capture now)",
+            names.join(", "),
+            started.elapsed().as_millis(),
+            duration.map_or_else(|| "until stopped".to_string(), |d| format!("for {}", humantime(d))),
+            watch.dir.display()
+        ),
+        (None, _) => eprintln!(
+            "tracer: attached {} in {} ms; tracing for {} (Ctrl-C to stop early)",
+            names.join(", "),
+            started.elapsed().as_millis(),
+            humantime(args.duration())
+        ),
+    }
 
     let start_unix_s = started_wall.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
     let header = CaptureHeader {
@@ -292,7 +314,7 @@ pub fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
         start_unix_s,
         host: host(),
         families: statuses.clone(),
-        duration_s: args.duration.as_secs_f64(),
+        duration_s: duration.map_or(0.0, |d| d.as_secs_f64()),
         interval_s: args.interval.map(|i| i.as_secs_f64()),
         sample_period_s: args.interval.unwrap_or(TIMELINE_STEP).as_secs_f64(),
         json: args.json,
@@ -311,12 +333,17 @@ pub fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
         lost_reported: [0; Counter::ALL.len()],
         warnings,
         timeline: Vec::new(),
+        // A watch runs for days: its time line lives in its captures.
+        keep_timeline: outputs.watch.is_none(),
         intervals: 0,
         interval_start: Instant::now(),
     };
-    let ended_by = runtime.block_on(run.wait(args, &mut sinks, &mut stop))?;
-    if let Some(signal) = ended_by {
-        eprintln!("tracer: {signal}: stopping and printing the report");
+    let ended_by = runtime.block_on(run.wait(args.interval, duration, &mut sinks, &mut stop))?;
+    match (ended_by, outputs.watch) {
+        (Some("done"), _) => {}
+        (Some(signal), None) => eprintln!("tracer: {signal}: stopping and printing the report"),
+        (Some(signal), Some(_)) => eprintln!("tracer: {signal}: watch stopped"),
+        (None, _) => {}
     }
     // The last, partial interval: intervals always add up to the run.
     run.interval(&mut sinks)?;
@@ -341,6 +368,7 @@ struct Run {
     lost_reported: [u64; Counter::ALL.len()],
     warnings: Vec<String>,
     timeline: Vec<TimelinePoint>,
+    keep_timeline: bool,
     intervals: u64,
     interval_start: Instant,
 }
@@ -353,7 +381,9 @@ impl Run {
     /// every sink.
     fn interval(&mut self, sinks: &mut [Box<dyn ReportSink>]) -> Result<()> {
         let report = self.report(Scope::Interval, Some((self.intervals, self.interval_start)));
-        self.timeline.push(TimelinePoint::of(&report));
+        if self.keep_timeline {
+            self.timeline.push(TimelinePoint::of(&report));
+        }
         for sink in sinks {
             sink.interval(&report)?;
         }
@@ -366,13 +396,20 @@ impl Run {
     /// interval reports. Returns the signal that ended it early, if any.
     async fn wait(
         &mut self,
-        args: &RunOptions,
+        interval: Option<Duration>,
+        duration: Option<Duration>,
         sinks: &mut [Box<dyn ReportSink>],
         stop: &mut StopSignals,
     ) -> Result<Option<&'static str>> {
-        let deadline = tokio::time::sleep(args.duration);
+        // Without a duration (watch): a deadline that never comes.
+        let deadline = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::pin!(deadline);
-        let period = args.interval.unwrap_or(TIMELINE_STEP);
+        let period = interval.unwrap_or(TIMELINE_STEP);
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         // A slow report (the first stack symbolized loads kallsyms and
         // DWARF) delays the next interval instead of bunching empty ones.
@@ -386,13 +423,25 @@ impl Run {
                 }
                 if handled { Poll::Ready(()) } else { Poll::Pending }
             });
+            let on_demand = async {
+                match &mut stop.user1 {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 _ = stop.interrupt.recv() => return Ok(Some("interrupted")),
                 _ = stop.terminate.recv() => return Ok(Some("terminated")),
+                _ = on_demand => sinks.iter_mut().for_each(|s| s.on_demand()),
                 _ = events => {}
                 _ = &mut deadline => return Ok(None),
-                _ = ticker.tick() => self.interval(sinks)?,
+                _ = ticker.tick() => {
+                    self.interval(sinks)?;
+                    if sinks.iter().any(|s| s.finished()) {
+                        return Ok(Some("done"));
+                    }
+                }
             }
         }
     }
@@ -452,12 +501,18 @@ impl Run {
 struct StopSignals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
+    /// SIGUSR1, caught only by `watch` (a capture on demand).
+    user1: Option<tokio::signal::unix::Signal>,
 }
 
 impl StopSignals {
     /// Needs the runtime entered.
-    fn new() -> Result<Self> {
-        Ok(Self { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())? })
+    fn new(user1: bool) -> Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            user1: if user1 { Some(signal(SignalKind::user_defined1())?) } else { None },
+        })
     }
 }
 

@@ -28,6 +28,12 @@ pub trait ReportSink {
     fn interval(&mut self, report: &Report) -> Result<()>;
     /// The whole-run report, once everything is detached.
     fn whole(&mut self, report: &Report, end: &CaptureEnd) -> Result<()>;
+    /// SIGUSR1 (`watch` only).
+    fn on_demand(&mut self) {}
+    /// Whether the run should end now (`watch --once` wrote its capture).
+    fn finished(&self) -> bool {
+        false
+    }
 }
 
 /// `--metrics`: the cumulative metrics, published at every interval.

@@ -15,7 +15,7 @@ pub fn render_text(out: &mut String, report: &Report) {
         return;
     };
     let pauses: u64 = dirty.rows.iter().map(|r| r.pauses).sum();
-    let total_ms: f64 = dirty.rows.iter().map(|r| r.total_ms).sum();
+    let total_ms = dirty.rows.iter().map(|r| r.total_ms).fold(0.0, |a, b| a + b);
     let _ = writeln!(
         out,
         "\nDirty-page throttling: {pauses} pauses, {total_ms:.1} ms in total (the pauses balance_dirty_pages chose)"
