@@ -169,3 +169,52 @@ fn a_malformed_trigger_is_a_usage_error_that_lists_what_is_accepted() {
     assert_eq!(done.status.code(), Some(2), "{}", done.stderr);
     assert!(done.stderr.contains("accepted: oom | alloc-fail"), "{}", done.stderr);
 }
+
+/// The kernel's PSI trigger: memory cgroup reclaim in a tight cgroup
+/// (a stall of memory pressure) fires it; nothing before.
+#[test]
+fn a_psi_trigger_fires_under_memory_cgroup_pressure() {
+    require_root();
+    if !Path::new("/proc/pressure/memory").exists() {
+        panic!("this kernel has no PSI (/proc/pressure/memory): CONFIG_PSI, or psi=1 on its command line");
+    }
+    let memcg = MemCgroup::new("watch-psi");
+    std::fs::write(memcg.dir.join("memory.limit_in_bytes"), (16u64 << 20).to_string()).unwrap();
+    let dir = Dir::new("psi");
+    let mut tracer = Tracer::start(&[
+        "watch",
+        "reclaim",
+        "--dir",
+        dir.0.to_str().unwrap(),
+        "--trigger",
+        "psi:some>20ms/2s",
+        "--keep",
+        "10s",
+        "--after",
+        "0",
+        "--once",
+    ]);
+    let file = std::env::temp_dir().join(format!("tracer-watch-psi-file-{}", std::process::id()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dir.captures().is_empty() && Instant::now() < deadline {
+        tracer_tests::run_helper(
+            HELPER,
+            &["memcg-read", memcg.dir.to_str().unwrap(), file.to_str().unwrap(), "128"],
+        );
+    }
+    let _ = std::fs::remove_file(&file);
+    let done = tracer.finish();
+    assert!(done.status.success(), "{}", done.stderr);
+    assert!(done.stderr.contains("trigger psi-some fired: memory pressure"), "{}", done.stderr);
+    let captures = dir.captures();
+    assert_eq!(captures.len(), 1);
+    let report = report_json(&captures[0]);
+    let memcg_stalls: u64 = report["reclaim"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "memcg")
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum();
+    assert!(memcg_stalls > 0, "the capture shows the reclaim behind the pressure: {}", report["reclaim"]);
+}

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 
 pub struct PsiTrigger {
     file: std::fs::File,
@@ -43,11 +43,18 @@ impl PsiTrigger {
                 path.display()
             )
         })?;
-        let spec =
-            format!("{} {} {}\0", if full { "full" } else { "some" }, stall.as_micros(), window.as_micros());
-        file.write_all(spec.as_bytes()).with_context(|| {
-            format!("registering the PSI trigger `{}` on {}", spec.trim_end_matches('\0'), path.display())
-        })?;
+        // The kernel turns the last byte written into the string's end: a
+        // newline it may eat.
+        let kind = if full { "full" } else { "some" };
+        let spec = format!("{kind} {} {}\n", stall.as_micros(), window.as_micros());
+        if let Err(e) = file.write_all(spec.as_bytes()) {
+            let hint = if e.raw_os_error() == Some(libc::EINVAL) && window.as_micros() % 2_000_000 != 0 {
+                " (without CAP_SYS_RESOURCE the kernel takes only windows that are multiples of 2s)"
+            } else {
+                ""
+            };
+            bail!("registering the PSI trigger `{}` on {}: {e}{hint}", spec.trim_end(), path.display());
+        }
         Ok(Self { file, path })
     }
 
