@@ -48,11 +48,12 @@ impl PsiTrigger {
         let kind = if full { "full" } else { "some" };
         let spec = format!("{kind} {} {}\n", stall.as_micros(), window.as_micros());
         if let Err(e) = file.write_all(spec.as_bytes()) {
-            let hint = if e.raw_os_error() == Some(libc::EINVAL) && window.as_micros() % 2_000_000 != 0 {
-                " (without CAP_SYS_RESOURCE the kernel takes only windows that are multiples of 2s)"
-            } else {
-                ""
-            };
+            let hint =
+                if e.raw_os_error() == Some(libc::EINVAL) && !window.as_micros().is_multiple_of(2_000_000) {
+                    " (without CAP_SYS_RESOURCE the kernel takes only windows that are multiples of 2s)"
+                } else {
+                    ""
+                };
             bail!("registering the PSI trigger `{}` on {}: {e}{hint}", spec.trim_end(), path.display());
         }
         Ok(Self { file, path })
