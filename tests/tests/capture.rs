@@ -62,9 +62,9 @@ fn a_capture_of_every_family_reports_what_record_printed() {
     let disk = LoopDevice::new("capture", 64 << 20);
     let alloc_memcg = MemCgroup::new("capture-alloc");
     let oom_memcg = MemCgroup::new("capture-oom");
-    std::fs::write(oom_memcg.dir.join("memory.limit_in_bytes"), (64u64 << 20).to_string()).unwrap();
+    oom_memcg.set_limit(64u64 << 20);
     let read_memcg = MemCgroup::new("capture-read");
-    std::fs::write(read_memcg.dir.join("memory.limit_in_bytes"), (16u64 << 20).to_string()).unwrap();
+    read_memcg.set_limit(16u64 << 20);
     let mut allocator = Helper::start(HELPER, &["alloc-fail", alloc_memcg.dir.to_str().unwrap(), "5"]);
     let alloc_pid = allocator.read_json()["pid"].as_u64().unwrap();
 

@@ -446,8 +446,9 @@ pub fn parse_test_output(name: &str, text: &str) -> (String, u64, u64, Vec<Strin
 }
 
 /// The script the guest runs: set the machine up as the tests expect (loop
-/// devices, a cgroup v1 memory hierarchy, tracefs), then each test
-/// executable with the static tracer, results into `results`.
+/// devices, a cgroup v1 memory hierarchy where the kernel has one, else
+/// v2's, tracefs), then each test executable with the static tracer,
+/// results into `results`.
 fn guest_script(
     kernel: &Kernel,
     tracer: &Path,
@@ -465,13 +466,19 @@ T0=$(cut -d' ' -f1 /proc/uptime)
 # Loop devices for the block tests; the module has no dependencies.
 modprobe loop 2>/dev/null || insmod $(ls {root}/lib/modules/$(uname -r)/kernel/drivers/block/loop.ko* | head -1) \
   || echo "no loop module"
-# The layout of the development machines: cgroup v1 memory beside v2.
+# The layout of the development machines: cgroup v1 memory beside v2. A
+# kernel without the v1 memory controller (6.12: no CONFIG_MEMCG_V1) gets
+# v2 alone, its memory controller enabled for the tests' cgroups.
 if ! grep -q ' cgroup .*memory' /proc/self/mountinfo; then
   umount /sys/fs/cgroup 2>/dev/null
   mount -t tmpfs -o mode=755 cgroup_root /sys/fs/cgroup
   mkdir -p /sys/fs/cgroup/memory /sys/fs/cgroup/unified
-  mount -t cgroup -o memory cgroup /sys/fs/cgroup/memory || echo "no cgroup v1 memory"
+  if ! mount -t cgroup -o memory cgroup /sys/fs/cgroup/memory 2>/dev/null; then
+    echo "no cgroup v1 memory controller: memory cgroups are v2's"
+    rmdir /sys/fs/cgroup/memory
+  fi
   mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
+  grep -q ' cgroup .*memory' /proc/self/mountinfo || echo +memory > /sys/fs/cgroup/unified/cgroup.subtree_control
 fi
 mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
 # Temporary files on the scratch disk, a real filesystem (see run_on).
