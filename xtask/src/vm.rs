@@ -13,6 +13,7 @@
 //! this prints one table, kernel x family.
 
 use std::{
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -132,7 +133,8 @@ fn series_named(name: &str) -> Result<&'static Series> {
     })
 }
 
-/// Installs qemu, busybox (vng's initramfs) and virtme-ng when missing.
+/// Installs qemu, busybox (vng's initramfs), kmod (depmod, modprobe) and
+/// virtme-ng when missing.
 pub fn ensure_tools() -> Result<()> {
     crate::packages::ensure(&[
         crate::packages::Package {
@@ -141,6 +143,11 @@ pub fn ensure_tools() -> Result<()> {
             why: "vm-test boots Debian's kernels in it",
         },
         crate::packages::Package { name: "busybox-static", command: "busybox", why: "virtme-ng's initramfs" },
+        crate::packages::Package {
+            name: "kmod",
+            command: "depmod",
+            why: "the kernels' module indexes, and modprobe in the guest (which runs the host's root)",
+        },
     ])?;
     if !util::exists_on_path("vng") {
         println!("xtask: installing virtme-ng from PyPI (vng, to boot kernels with the host's root)");
@@ -359,6 +366,7 @@ pub fn run_on(
         .arg(format!("bash {}", script_path.display()))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
+        .process_group(0)
         .spawn()
         .context("starting vng (virtme-ng)")?;
     let reader = vng.stdout.take().map(|mut stdout| {
@@ -377,7 +385,8 @@ pub fn run_on(
                 kernel.release,
                 GUEST_DEADLINE.as_secs() / 60
             );
-            let _ = Command::new("pkill").args(["-f", "qemu-system-x86_64 -name virtme-ng"]).status();
+            // vng and its qemu, and no one else's (another run's guest).
+            unsafe { libc::kill(-(vng.id() as i32), libc::SIGKILL) };
             let _ = vng.kill();
             let _ = vng.wait();
             break;
