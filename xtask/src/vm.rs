@@ -369,14 +369,23 @@ pub fn run_on(
         .process_group(0)
         .spawn()
         .context("starting vng (virtme-ng)")?;
-    let reader = vng.stdout.take().map(|mut stdout| {
-        std::thread::spawn(move || {
-            let mut out = String::new();
-            use std::io::Read as _;
-            let _ = stdout.read_to_string(&mut out);
-            out
-        })
-    });
+    // Both of vng's outputs (the guest's console is on stderr) are copied
+    // into console.log as they come: read, so a full pipe never stalls the
+    // guest (a kernel's OOM reports alone can fill one), and on disk, to
+    // look at while the guest runs.
+    let console_path = results.join("console.log");
+    let console = std::fs::OpenOptions::new().create(true).append(true).open(&console_path)?;
+    let mut copiers = Vec::new();
+    let pipes: [Option<Box<dyn std::io::Read + Send>>; 2] = [
+        vng.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        vng.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    ];
+    for mut pipe in pipes.into_iter().flatten() {
+        let mut file = console.try_clone()?;
+        copiers.push(std::thread::spawn(move || {
+            let _ = std::io::copy(&mut pipe, &mut file);
+        }));
+    }
     // However the guest fares, the run ends: CI has 90 minutes in all.
     while vng.try_wait()?.is_none() {
         if started.elapsed() > GUEST_DEADLINE {
@@ -393,15 +402,16 @@ pub fn run_on(
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    let console = reader.and_then(|r| r.join().ok()).unwrap_or_default();
+    for copier in copiers {
+        let _ = copier.join();
+    }
     let wall = started.elapsed();
     let _ = std::fs::remove_file(&scratch);
-    std::fs::write(results.join("console.log"), &console)?;
     if !results.join("done").exists() {
         bail!(
             "the guest on {} did not finish its script; console in {}",
             kernel.release,
-            results.join("console.log").display()
+            console_path.display()
         );
     }
     let probes = std::fs::read_to_string(results.join("probes.txt")).unwrap_or_default();
