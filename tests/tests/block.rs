@@ -213,7 +213,15 @@ fn slow_requests_carry_their_process_size_and_sector() {
     let report = done.json();
     let slow: Vec<&Value> = report["slow_ios"].as_array().unwrap().iter().collect();
     assert_eq!(delta.reads, 300);
-    assert_eq!(slow.len() as u64, delta.reads, "every read is at least 1 us");
+    assert_eq!(
+        slow.len() as u64,
+        delta.reads,
+        "every read is at least 1 us; lost: {}, warnings: {}, rows: {:?}, stderr:\n{}",
+        report["lost"],
+        report["warnings"],
+        rows_of(&report, &disk.name),
+        done.stderr
+    );
     assert_eq!(report["slow_ios_dropped"], 0);
     let sectors = (16u64 << 20) / 512;
     for io in &slow {
