@@ -286,45 +286,104 @@ pub fn run_helper(helper: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A memory cgroup of the test's own (cgroup v1 `memory` hierarchy, or the
-/// unified one); removed on drop after its tasks are gone.
+/// A memory cgroup of the test's own, in the hierarchy tracer uses: cgroup
+/// v1's `memory` one where the kernel has it (Debian's 6.1, the development
+/// machines), else the unified (v2) one (Debian's 6.12 has no
+/// CONFIG_MEMCG_V1). Removed on drop after its tasks are gone.
 pub struct MemCgroup {
     pub dir: PathBuf,
     /// Path in the hierarchy, as `tracer --cgroup` takes it.
     pub path: String,
+    /// 1 or 2.
+    pub version: u8,
+}
+
+/// The memory controller's hierarchy, chosen as tracer chooses it
+/// (`kernel::cgroups::memory_hierarchy`): v1 `memory`, else cgroup2.
+pub fn memory_hierarchy() -> (PathBuf, u8) {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mounts: Vec<(String, String, String)> = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let mut right = right.split_whitespace();
+            let (fstype, _, opts) = (right.next()?, right.next()?, right.next().unwrap_or(""));
+            Some((left.split_whitespace().nth(4)?.to_string(), fstype.to_string(), opts.to_string()))
+        })
+        .collect();
+    let v1 =
+        mounts.iter().find(|(_, fstype, opts)| fstype == "cgroup" && opts.split(',').any(|o| o == "memory"));
+    if let Some((root, _, _)) = v1 {
+        return (PathBuf::from(root), 1);
+    }
+    let (root, _, _) = mounts
+        .iter()
+        .find(|(_, fstype, _)| fstype == "cgroup2")
+        .expect("a memory cgroup hierarchy: cgroup v1 `memory` or cgroup2");
+    (PathBuf::from(root), 2)
 }
 
 impl MemCgroup {
     pub fn new(tag: &str) -> Self {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let root = mountinfo
-            .lines()
-            .filter_map(|l| {
-                let (left, right) = l.split_once(" - ")?;
-                let mut right = right.split_whitespace();
-                let (fstype, _, opts) = (right.next()?, right.next()?, right.next().unwrap_or(""));
-                (fstype == "cgroup" && opts.split(',').any(|o| o == "memory"))
-                    .then(|| left.split_whitespace().nth(4).unwrap().to_string())
-            })
-            .next()
-            .expect("a cgroup v1 memory hierarchy (the tests use memory.limit_in_bytes)");
+        let (root, version) = memory_hierarchy();
+        if version == 2 {
+            // Children get memory.* files only once the parent enables the
+            // controller for them.
+            let control = root.join("cgroup.subtree_control");
+            if !std::fs::read_to_string(&control)
+                .unwrap_or_default()
+                .split_whitespace()
+                .any(|c| c == "memory")
+            {
+                std::fs::write(&control, "+memory").unwrap_or_else(|e| {
+                    panic!("enabling the memory controller in {}: {e}", control.display())
+                });
+            }
+        }
         let path = format!("/tracer-test-{tag}-{}", std::process::id());
-        let dir = PathBuf::from(root).join(path.trim_start_matches('/'));
+        let dir = root.join(path.trim_start_matches('/'));
         std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-        Self { dir, path }
+        Self { dir, path, version }
     }
 
     pub fn read(&self, file: &str) -> String {
         std::fs::read_to_string(self.dir.join(file)).unwrap_or_default()
     }
 
-    /// `oom_kill` from memory.oom_control.
-    pub fn oom_kills(&self) -> u64 {
-        self.read("memory.oom_control")
+    /// Sets the hard limit (v1 `memory.limit_in_bytes`, v2 `memory.max`).
+    pub fn set_limit(&self, bytes: u64) {
+        let file = if self.version == 1 { "memory.limit_in_bytes" } else { "memory.max" };
+        std::fs::write(self.dir.join(file), bytes.to_string())
+            .unwrap_or_else(|e| panic!("setting {}/{file}: {e}", self.dir.display()));
+    }
+
+    /// A `key value` line of a flat keyed file (memory.events, memory.oom_control).
+    fn keyed(&self, file: &str, key: &str) -> u64 {
+        self.read(file)
             .lines()
-            .find_map(|l| l.strip_prefix("oom_kill "))
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
+    }
+
+    /// OOM kills in the cgroup: `oom_kill` of v1 memory.oom_control, or of
+    /// v2 memory.events.
+    pub fn oom_kills(&self) -> u64 {
+        if self.version == 1 {
+            self.keyed("memory.oom_control", "oom_kill")
+        } else {
+            self.keyed("memory.events", "oom_kill")
+        }
+    }
+
+    /// Times a charge hit the limit: v1 memory.failcnt, v2 memory.events
+    /// `max` (how often usage was about to go over memory.max).
+    pub fn limit_hits(&self) -> u64 {
+        if self.version == 1 {
+            self.read("memory.failcnt").trim().parse().unwrap_or(0)
+        } else {
+            self.keyed("memory.events", "max")
+        }
     }
 }
 

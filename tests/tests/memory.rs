@@ -82,20 +82,20 @@ fn thp_splits_equal_thp_split_pmd() {
 fn memcg_reclaim_is_attributed_to_its_cgroup() {
     require_root();
     let memcg = MemCgroup::new("memcg-reclaim");
-    std::fs::write(memcg.dir.join("memory.limit_in_bytes"), (16u64 << 20).to_string()).unwrap();
+    memcg.set_limit(16u64 << 20);
     let file = std::env::temp_dir().join(format!("tracer-memcg-read-{}", std::process::id()));
     let tracer =
         Tracer::start(&["trace", "reclaim", "--cgroup", &memcg.path, "--duration", "120s", "--json"]);
-    let failcnt0: u64 = memcg.read("memory.failcnt").trim().parse().unwrap();
+    let hits0 = memcg.limit_hits();
     run_helper(HELPER, &["memcg-read", memcg.dir.to_str().unwrap(), file.to_str().unwrap(), "128"]);
-    let failcnt: u64 = memcg.read("memory.failcnt").trim().parse::<u64>().unwrap() - failcnt0;
+    let hits = memcg.limit_hits() - hits0;
     let _ = std::fs::remove_file(&file);
     let done = tracer.stop();
     assert!(done.status.success(), "{}", done.stderr);
     let report = done.json();
     tracer_tests::assert_tp_btf(&report);
     let memcg_row = row(&report, "memcg");
-    assert!(failcnt > 0, "the limit was never hit");
+    assert!(hits > 0, "the limit was never hit");
     assert!(memcg_row["count"].as_u64().unwrap() > 0, "no memcg reclaim seen: {memcg_row}");
     let cgroups = memcg_row["cgroups"].as_array().unwrap();
     assert!(!cgroups.is_empty() && cgroups.iter().all(|c| c["cgroup"] == memcg.path.as_str()), "{cgroups:?}");

@@ -58,7 +58,7 @@ fn a_memcg_oom_kill_matches_the_kernels_counters() {
     require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let memcg = MemCgroup::new("oom");
-    std::fs::write(memcg.dir.join("memory.limit_in_bytes"), (64u64 << 20).to_string()).unwrap();
+    memcg.set_limit(64u64 << 20);
     let tracer = Tracer::start(&["trace", "oom", "--cgroup", &memcg.path, "--duration", "120s", "--json"]);
     let (vm0, cg0) = (vmstat("oom_kill"), memcg.oom_kills());
 
@@ -81,7 +81,7 @@ fn a_memcg_oom_kill_matches_the_kernels_counters() {
 
     let kills = report["oom_kills"].as_array().unwrap();
     assert_eq!(cg, 1, "the cgroup's own oom_kill counter");
-    assert_eq!(kills.len() as u64, cg, "tracer kills vs memory.oom_control oom_kill: {kills:#?}");
+    assert_eq!(kills.len() as u64, cg, "tracer kills vs the cgroup's oom_kill: {kills:#?}");
     assert_eq!(kills.len() as u64, vm, "tracer kills vs /proc/vmstat oom_kill");
     let kill = &kills[0];
     let pid_only = victim_is_pid_only();
@@ -127,7 +127,7 @@ fn several_kills_at_once_lose_none() {
     require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let memcg = MemCgroup::new("oom-many");
-    std::fs::write(memcg.dir.join("memory.limit_in_bytes"), (96u64 << 20).to_string()).unwrap();
+    memcg.set_limit(96u64 << 20);
     let tracer = Tracer::start(&["trace", "oom", "--cgroup", &memcg.path, "--duration", "120s", "--json"]);
     let (vm0, cg0) = (vmstat("oom_kill"), memcg.oom_kills());
 

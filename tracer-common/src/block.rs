@@ -72,7 +72,11 @@ pub struct SlowRequest {
     pub dev: u32,
     pub op: u32,
     pub bytes: u32,
+    /// Process that started the request, and its command name as the
+    /// kernel had it then: the process may be gone when user space reads
+    /// the event.
     pub tgid: u32,
+    pub comm: [u8; 16],
 }
 
 /// Ring buffer for slow requests.
@@ -88,6 +92,9 @@ pub struct StartWay {
     pub start_ns: u64,
     pub tgid: u32,
     pub _pad: u32,
+    /// The starting task's command name; filled in only with `--slow-io`
+    /// (the one thing that reports it).
+    pub comm: [u8; 16],
 }
 
 /// Ways per set.
@@ -101,7 +108,7 @@ pub struct StartSet {
 }
 
 /// Sets in the start table (a power of two): 16384 x 4 ways holds 65536
-/// requests in flight in 1.5 MiB. A direct-indexed table instead of a hash
+/// requests in flight in 2.5 MiB. A direct-indexed table instead of a hash
 /// map, because map updates per request cost several percent of IOPS.
 pub const BLOCK_START_SETS: u32 = 1 << 14;
 /// Rows (device x operation) kept in the kernel.

@@ -7,7 +7,7 @@
 //! space attaches one of the two.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_get_current_comm},
     macros::map,
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
@@ -123,8 +123,7 @@ fn record_start<F: CurrentTask>(rq: u64, keep_earlier: bool) {
     for way in set.ways.iter_mut() {
         if way.rq == addr {
             if !keep_earlier {
-                way.start_ns = now;
-                way.tgid = tgid;
+                stamp(way, now, tgid);
             }
             return;
         }
@@ -132,12 +131,24 @@ fn record_start<F: CurrentTask>(rq: u64, keep_earlier: bool) {
     for way in set.ways.iter_mut() {
         if way.rq == 0 {
             way.rq = addr;
-            way.start_ns = now;
-            way.tgid = tgid;
+            stamp(way, now, tgid);
             return;
         }
     }
     count(Counter::BlockStartFailed);
+}
+
+/// A request's start: when, by which process, and (with `--slow-io`, which
+/// reports it) that process's command name now, while it still runs.
+#[inline(always)]
+fn stamp(way: &mut StartWay, now: u64, tgid: u32) {
+    way.start_ns = now;
+    way.tgid = tgid;
+    if global(&BLOCK_SLOW_NS) != u64::MAX {
+        // Into the table directly: no copy through the BPF stack. On
+        // failure the helper zeroes it (an empty name, as before).
+        unsafe { bpf_get_current_comm(way.comm.as_mut_ptr().cast(), way.comm.len() as u32) };
+    }
 }
 
 /// Takes `rq`'s start out of the table.
@@ -188,7 +199,7 @@ fn on_complete<F: Fields>(rq: u64, status: u64, nr_bytes: u64) {
             let latency = now - start.start_ns;
             row.latency.record(latency);
             if latency >= global(&BLOCK_SLOW_NS) {
-                report_slow::<F>(rq, &key, latency, now, nr_bytes as u32, start.tgid, &offsets);
+                report_slow::<F>(rq, &key, latency, now, nr_bytes as u32, &start, &offsets);
             }
         }
         _ => row.untimed += 1,
@@ -202,7 +213,7 @@ fn report_slow<F: Fields>(
     latency: u64,
     now: u64,
     bytes: u32,
-    tgid: u32,
+    start: &StartWay,
     o: &BlockOffsets,
 ) {
     match BLOCK_EVENTS.reserve::<SlowRequest>(0) {
@@ -214,7 +225,8 @@ fn report_slow<F: Fields>(
                 dev: key.dev,
                 op: key.op,
                 bytes,
-                tgid,
+                tgid: start.tgid,
+                comm: start.comm,
             });
             entry.submit(0);
         }

@@ -13,6 +13,7 @@
 //! this prints one table, kernel x family.
 
 use std::{
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -132,7 +133,8 @@ fn series_named(name: &str) -> Result<&'static Series> {
     })
 }
 
-/// Installs qemu, busybox (vng's initramfs) and virtme-ng when missing.
+/// Installs qemu, busybox (vng's initramfs), kmod (depmod, modprobe) and
+/// virtme-ng when missing.
 pub fn ensure_tools() -> Result<()> {
     crate::packages::ensure(&[
         crate::packages::Package {
@@ -141,6 +143,11 @@ pub fn ensure_tools() -> Result<()> {
             why: "vm-test boots Debian's kernels in it",
         },
         crate::packages::Package { name: "busybox-static", command: "busybox", why: "virtme-ng's initramfs" },
+        crate::packages::Package {
+            name: "kmod",
+            command: "depmod",
+            why: "the kernels' module indexes, and modprobe in the guest (which runs the host's root)",
+        },
     ])?;
     if !util::exists_on_path("vng") {
         println!("xtask: installing virtme-ng from PyPI (vng, to boot kernels with the host's root)");
@@ -359,16 +366,26 @@ pub fn run_on(
         .arg(format!("bash {}", script_path.display()))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
+        .process_group(0)
         .spawn()
         .context("starting vng (virtme-ng)")?;
-    let reader = vng.stdout.take().map(|mut stdout| {
-        std::thread::spawn(move || {
-            let mut out = String::new();
-            use std::io::Read as _;
-            let _ = stdout.read_to_string(&mut out);
-            out
-        })
-    });
+    // Both of vng's outputs (the guest's console is on stderr) are copied
+    // into console.log as they come: read, so a full pipe never stalls the
+    // guest (a kernel's OOM reports alone can fill one), and on disk, to
+    // look at while the guest runs.
+    let console_path = results.join("console.log");
+    let console = std::fs::OpenOptions::new().create(true).append(true).open(&console_path)?;
+    let mut copiers = Vec::new();
+    let pipes: [Option<Box<dyn std::io::Read + Send>>; 2] = [
+        vng.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        vng.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    ];
+    for mut pipe in pipes.into_iter().flatten() {
+        let mut file = console.try_clone()?;
+        copiers.push(std::thread::spawn(move || {
+            let _ = std::io::copy(&mut pipe, &mut file);
+        }));
+    }
     // However the guest fares, the run ends: CI has 90 minutes in all.
     while vng.try_wait()?.is_none() {
         if started.elapsed() > GUEST_DEADLINE {
@@ -377,22 +394,24 @@ pub fn run_on(
                 kernel.release,
                 GUEST_DEADLINE.as_secs() / 60
             );
-            let _ = Command::new("pkill").args(["-f", "qemu-system-x86_64 -name virtme-ng"]).status();
+            // vng and its qemu, and no one else's (another run's guest).
+            unsafe { libc::kill(-(vng.id() as i32), libc::SIGKILL) };
             let _ = vng.kill();
             let _ = vng.wait();
             break;
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    let console = reader.and_then(|r| r.join().ok()).unwrap_or_default();
+    for copier in copiers {
+        let _ = copier.join();
+    }
     let wall = started.elapsed();
     let _ = std::fs::remove_file(&scratch);
-    std::fs::write(results.join("console.log"), &console)?;
     if !results.join("done").exists() {
         bail!(
             "the guest on {} did not finish its script; console in {}",
             kernel.release,
-            results.join("console.log").display()
+            console_path.display()
         );
     }
     let probes = std::fs::read_to_string(results.join("probes.txt")).unwrap_or_default();
@@ -446,8 +465,9 @@ pub fn parse_test_output(name: &str, text: &str) -> (String, u64, u64, Vec<Strin
 }
 
 /// The script the guest runs: set the machine up as the tests expect (loop
-/// devices, a cgroup v1 memory hierarchy, tracefs), then each test
-/// executable with the static tracer, results into `results`.
+/// devices, a cgroup v1 memory hierarchy where the kernel has one, else
+/// v2's, tracefs), then each test executable with the static tracer,
+/// results into `results`.
 fn guest_script(
     kernel: &Kernel,
     tracer: &Path,
@@ -465,13 +485,19 @@ T0=$(cut -d' ' -f1 /proc/uptime)
 # Loop devices for the block tests; the module has no dependencies.
 modprobe loop 2>/dev/null || insmod $(ls {root}/lib/modules/$(uname -r)/kernel/drivers/block/loop.ko* | head -1) \
   || echo "no loop module"
-# The layout of the development machines: cgroup v1 memory beside v2.
+# The layout of the development machines: cgroup v1 memory beside v2. A
+# kernel without the v1 memory controller (6.12: no CONFIG_MEMCG_V1) gets
+# v2 alone, its memory controller enabled for the tests' cgroups.
 if ! grep -q ' cgroup .*memory' /proc/self/mountinfo; then
   umount /sys/fs/cgroup 2>/dev/null
   mount -t tmpfs -o mode=755 cgroup_root /sys/fs/cgroup
   mkdir -p /sys/fs/cgroup/memory /sys/fs/cgroup/unified
-  mount -t cgroup -o memory cgroup /sys/fs/cgroup/memory || echo "no cgroup v1 memory"
+  if ! mount -t cgroup -o memory cgroup /sys/fs/cgroup/memory 2>/dev/null; then
+    echo "no cgroup v1 memory controller: memory cgroups are v2's"
+    rmdir /sys/fs/cgroup/memory
+  fi
   mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
+  grep -q ' cgroup .*memory' /proc/self/mountinfo || echo +memory > /sys/fs/cgroup/unified/cgroup.subtree_control
 fi
 mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
 # Temporary files on the scratch disk, a real filesystem (see run_on).

@@ -138,10 +138,15 @@ fn alloc_fail(memcg: &std::path::Path, max_failures: u32) {
     std::io::stdout().flush().unwrap();
     wait_for("go");
     std::fs::write(memcg.join("cgroup.procs"), std::process::id().to_string()).expect("joining the memcg");
-    let usage: u64 =
-        std::fs::read_to_string(memcg.join("memory.usage_in_bytes")).unwrap().trim().parse().unwrap();
-    std::fs::write(memcg.join("memory.limit_in_bytes"), (usage + (1 << 20)).to_string())
-        .expect("setting the limit");
+    // cgroup v1's files, or v2's where the kernel has no v1 memory
+    // controller (Debian's 6.12).
+    let (usage_file, limit_file) = if memcg.join("memory.limit_in_bytes").exists() {
+        ("memory.usage_in_bytes", "memory.limit_in_bytes")
+    } else {
+        ("memory.current", "memory.max")
+    };
+    let usage: u64 = std::fs::read_to_string(memcg.join(usage_file)).unwrap().trim().parse().unwrap();
+    std::fs::write(memcg.join(limit_file), (usage + (1 << 20)).to_string()).expect("setting the limit");
     let mut failures = 0;
     while failures < max_failures && fds.len() < 100_000 {
         let fd = create_map();

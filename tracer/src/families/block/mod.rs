@@ -196,11 +196,10 @@ impl Family for BlockFamily {
             return Poll::Pending;
         };
         let with_comms = batch.into_iter().map(|request| {
-            // The process may be gone by report time.
-            let comm = std::fs::read_to_string(format!("/proc/{}/comm", request.tgid))
-                .map(|c| c.trim().to_string())
-                .unwrap_or_default();
-            (request, comm)
+            // Named by the kernel when the request started: the process
+            // may be gone by now.
+            let end = request.comm.iter().position(|&b| b == 0).unwrap_or(request.comm.len());
+            (request, String::from_utf8_lossy(&request.comm[..end]).into_owned())
         });
         self.slow.extend(with_comms, |(r, _)| r.latency_ns, |(r, _)| r.ts_ns);
         Poll::Ready(())
