@@ -62,7 +62,7 @@ fn an_oom_kill_writes_a_capture_of_the_seconds_before_it() {
     require_root();
     let disk = LoopDevice::new("watch", 16 << 20);
     let memcg = MemCgroup::new("watch");
-    std::fs::write(memcg.dir.join("memory.limit_in_bytes"), (64u64 << 20).to_string()).unwrap();
+    memcg.set_limit(64 << 20);
     let dir = Dir::new("oom");
     let mut tracer = Tracer::start(&[
         "watch",
@@ -179,7 +179,7 @@ fn a_psi_trigger_fires_under_memory_cgroup_pressure() {
         panic!("this kernel has no PSI (/proc/pressure/memory): CONFIG_PSI, or psi=1 on its command line");
     }
     let memcg = MemCgroup::new("watch-psi");
-    std::fs::write(memcg.dir.join("memory.limit_in_bytes"), (16u64 << 20).to_string()).unwrap();
+    memcg.set_limit(16 << 20);
     let dir = Dir::new("psi");
     let mut tracer = Tracer::start(&[
         "watch",
