@@ -69,12 +69,12 @@ fn field(line: &str, name: &str) -> i64 {
 #[test]
 fn throttling_pauses_equal_the_kernels_record() {
     require_root();
-    let disk = LoopDevice::new("dirty", 256 << 20);
+    let disk = LoopDevice::new("dirty", 320 << 20);
     let mount = Mounted::ext4(&disk);
     // The writer waits for a line on stdin, so its pid is known (and
     // filtered on) before it writes anything.
     let mut writer = Command::new("sh")
-        .args(["-c", "read go && exec dd if=/dev/zero of=\"$1\" bs=1M count=96 status=none", "sh"])
+        .args(["-c", "read go && exec dd if=/dev/zero of=\"$1\" bs=1M count=160 status=none", "sh"])
         .arg(mount.0.join("file"))
         .stdin(Stdio::piped())
         .spawn()
@@ -82,7 +82,7 @@ fn throttling_pauses_equal_the_kernels_record() {
     let pid = writer.id();
     let ftrace = FtraceCount::new("dirty", "writeback/balance_dirty_pages", &format!("common_pid == {pid}"));
     let tracer = Tracer::start(&["trace", "dirty", "--duration", "120s", "--json"]);
-    let limits = DirtyLimits::lower(4 << 20, 1 << 20);
+    let limits = DirtyLimits::lower(1 << 20, 512 << 10);
     writer.stdin.take().unwrap().write_all(b"go\n").unwrap();
     assert!(writer.wait().unwrap().success());
     drop(limits);
@@ -93,7 +93,7 @@ fn throttling_pauses_equal_the_kernels_record() {
 
     let paused: Vec<i64> = records.iter().map(|l| field(l, "pause")).filter(|&p| p > 0).collect();
     let unpaused = records.len() - paused.len();
-    assert!(paused.len() >= 10, "the writer was hardly throttled: {} pauses", paused.len());
+    assert!(paused.len() >= 3, "the writer was hardly throttled: {} pauses", paused.len());
     let rows: Vec<&serde_json::Value> =
         report["dirty"]["rows"].as_array().unwrap().iter().filter(|r| r["pid"] == pid).collect();
     assert!(!rows.is_empty(), "no row for the writer {pid}: {}", report["dirty"]);

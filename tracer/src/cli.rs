@@ -106,6 +106,10 @@ pub struct RunOptions {
     /// interval and the whole run last).
     #[arg(long)]
     pub json: bool,
+    /// With --interval on a terminal, print each interval's full report
+    /// instead of one time-line row (files and JSON always get them all).
+    #[arg(long)]
+    pub full_intervals: bool,
     /// Only these disks (e.g. nvme0n1, /dev/sda); repeatable.
     #[arg(long = "disk", value_name = "NAME")]
     pub disks: Vec<String>,

@@ -537,6 +537,19 @@ pub struct MemoryState {
     pub vmstat: BTreeMap<String, u64>,
     /// /proc/buddyinfo: free blocks per zone and order.
     pub buddyinfo: Vec<ZoneFree>,
+    /// /proc/pressure/memory's cumulative stall totals, where the kernel
+    /// has PSI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psi_memory: Option<PsiTotals>,
+}
+
+/// PSI stall totals, microseconds since boot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PsiTotals {
+    /// Time at least one task stalled on memory.
+    pub some_us: u64,
+    /// Time all non-idle tasks stalled on memory at once.
+    pub full_us: u64,
 }
 
 /// Writers made to wait by dirty-page throttling (`balance_dirty_pages`).

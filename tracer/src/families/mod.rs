@@ -129,6 +129,9 @@ pub struct FamilySpec {
     pub hooks: fn(&KernelEnv, &RunOptions) -> Vec<Hook>,
     /// The family, set up for a run (before the object loads).
     pub build: fn(&Setup<'_>) -> Result<Box<dyn Family>>,
+    /// One line for the report's summary: what happened, and the section
+    /// that says more.
+    pub summary: fn(&Report) -> String,
     /// Its sections of the text report, when it was traced.
     pub render_text: fn(&mut String, &Report),
     /// Adds one interval's rows into the whole run's (replaying a capture

@@ -112,7 +112,21 @@ pub fn memory_state() -> MemoryState {
         meminfo: fs::read_to_string("/proc/meminfo").map(|t| parse_meminfo(&t)).unwrap_or_default(),
         vmstat: vmstat::read(),
         buddyinfo: zones::parse_buddyinfo(&fs::read_to_string("/proc/buddyinfo").unwrap_or_default()),
+        psi_memory: fs::read_to_string("/proc/pressure/memory").ok().and_then(|t| parse_psi(&t)),
     }
+}
+
+/// `some avg10=.. total=N` and `full ... total=N` lines.
+pub fn parse_psi(text: &str) -> Option<crate::model::PsiTotals> {
+    let total = |kind: &str| {
+        text.lines()
+            .find(|l| l.starts_with(kind))?
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("total="))?
+            .parse()
+            .ok()
+    };
+    Some(crate::model::PsiTotals { some_us: total("some ")?, full_us: total("full ").unwrap_or(0) })
 }
 
 fn machine() -> String {
@@ -368,5 +382,12 @@ mod tests {
         assert!(system.start.vmstat.contains_key("nr_free_pages"));
         assert!(!system.start.buddyinfo.is_empty());
         assert!(system.config.source.is_some() || !system.config.note.is_empty());
+    }
+
+    #[test]
+    fn psi_totals_are_read() {
+        let text = "some avg10=0.00 avg60=0.00 avg300=0.00 total=2333909\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=1069834\n";
+        assert_eq!(parse_psi(text), Some(crate::model::PsiTotals { some_us: 2333909, full_us: 1069834 }));
+        assert_eq!(parse_psi("garbage"), None);
     }
 }

@@ -75,6 +75,11 @@ pub fn render_stack(out: &mut String, title: &str, frames: &[Frame]) {
     }
 }
 
+/// `word` for one, `words` otherwise.
+pub fn plural(n: u64, word: &str) -> String {
+    if n == 1 { word.to_string() } else { format!("{word}s") }
+}
+
 /// A cgroup path, or what to say when it is unknown.
 pub fn or_root(cgroup: &str) -> &str {
     if cgroup.is_empty() { "(unknown cgroup)" } else { cgroup }

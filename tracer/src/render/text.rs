@@ -37,6 +37,7 @@ pub fn render(report: &Report) -> String {
             if let Some(t) = &report.trigger {
                 let _ = writeln!(out, "  trigger  {} at {:.1}s: {}", t.trigger, t.at_s, t.what);
             }
+            render_summary(&mut out, report);
         }
     }
     for family in crate::families::REGISTRY {
@@ -52,6 +53,58 @@ pub fn render(report: &Report) -> String {
         let _ = writeln!(out, "warning: {warning}");
     }
     out
+}
+
+/// What happened, a line per traced family (details follow in its
+/// section), and memory pressure as the kernel measured it beside what
+/// tracer timed.
+fn render_summary(out: &mut String, report: &Report) {
+    let _ = writeln!(out, "\nSummary");
+    for family in crate::families::REGISTRY {
+        if report.family(family.name).is_some_and(|f| f.state == "traced") {
+            let _ = writeln!(out, "  {:<8} {}", family.name, (family.summary)(report));
+        }
+    }
+    if let Some(line) = pressure_line(report) {
+        let _ = writeln!(out, "  {:<8} {line}", "pressure");
+    }
+}
+
+/// PSI memory stall over the run against the reclaim and compaction
+/// stalls tracer timed (PSI counts wall time with any task stalled; the
+/// traced stalls add up per task, so overlapping stalls can exceed it).
+fn pressure_line(report: &Report) -> Option<String> {
+    let system = report.system.as_ref()?;
+    let (start, end) = (system.start.psi_memory?, system.end.as_ref()?.psi_memory?);
+    let some_ms = end.some_us.saturating_sub(start.some_us) as f64 / 1000.0;
+    let full_ms = end.full_us.saturating_sub(start.full_us) as f64 / 1000.0;
+    let mut line = format!("PSI memory: some {some_ms:.1} ms, full {full_ms:.1} ms over the run");
+    if report.family("reclaim").is_some_and(|f| f.state == "traced") && some_ms > 0.0 {
+        let compaction = report.compaction.iter().map(|c| c.stalls.total_ms);
+        let traced = report.reclaim.iter().map(|r| r.total_ms).chain(compaction).fold(0.0, |a, b| a + b);
+        let _ = write!(
+            line,
+            "; traced reclaim and compaction {traced:.1} ms ({:.0}% of some)",
+            traced / some_ms * 100.0
+        );
+        let vm = |name: &str| {
+            let (a, b) = (system.start.vmstat.get(name), end_vmstat(report, name));
+            b.unwrap_or(0).saturating_sub(a.copied().unwrap_or(0))
+        };
+        let refaults = vm("workingset_refault_anon") + vm("workingset_refault_file");
+        if some_ms >= 100.0 && traced < some_ms / 2.0 {
+            let _ = write!(
+                line,
+                "; the rest is not reclaim tracer timed: refaults (thrashing: {refaults} in the run), \
+                 swap-in or throttling"
+            );
+        }
+    }
+    Some(line)
+}
+
+fn end_vmstat(report: &Report, name: &str) -> Option<u64> {
+    report.system.as_ref()?.end.as_ref()?.vmstat.get(name).copied()
 }
 
 /// Two lines of the system context; JSON has all of it.

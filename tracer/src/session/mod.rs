@@ -249,7 +249,8 @@ pub fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
         sinks.push(Box::new(crate::watch::WatchSink::new(watch)?));
     } else {
         // The status line first: it is cleared before the report is printed.
-        sinks.push(Box::new(StatusLine::new(args.duration())));
+        let rows = Printer::compact_rows(args, outputs.report);
+        sinks.push(Box::new(StatusLine::new(args.duration(), !rows)));
         sinks.push(Box::new(Printer::open(args, outputs.report)?));
     }
     if let Some(path) = outputs.capture {

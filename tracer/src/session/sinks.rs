@@ -93,11 +93,15 @@ pub struct StatusLine {
 }
 
 impl StatusLine {
-    pub fn new(duration: Duration) -> Self {
-        let bar = indicatif::ProgressBar::with_draw_target(
-            Some(duration.as_secs().max(1)),
-            indicatif::ProgressDrawTarget::stderr(),
-        );
+    /// `shown`: false when the interval rows on the terminal are the
+    /// live status (the two would draw over each other).
+    pub fn new(duration: Duration, shown: bool) -> Self {
+        let target = if shown {
+            indicatif::ProgressDrawTarget::stderr()
+        } else {
+            indicatif::ProgressDrawTarget::hidden()
+        };
+        let bar = indicatif::ProgressBar::with_draw_target(Some(duration.as_secs().max(1)), target);
         bar.set_style(
             indicatif::ProgressStyle::with_template("tracer: {elapsed:>4}/{len}s {msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -145,12 +149,43 @@ pub struct Printer {
     /// `--interval` given: interval reports are printed too, and JSON is
     /// one object per line throughout.
     intervals: bool,
+    /// Interval reports as one time-line row each (text on a terminal,
+    /// unless `--full-intervals`).
+    compact: bool,
+    /// The time line's header was printed.
+    header_printed: bool,
 }
 
 impl Printer {
     pub fn open(args: &RunOptions, output: Option<&Path>) -> Result<Self> {
         let out = crate::report_output::ReportOutput::create(output)?;
-        Ok(Self { out, json: args.json, intervals: args.interval.is_some() })
+        Ok(Self {
+            out,
+            json: args.json,
+            intervals: args.interval.is_some(),
+            compact: Self::compact_rows(args, output),
+            header_printed: false,
+        })
+    }
+
+    /// Whether interval reports are printed as time-line rows: text, with
+    /// --interval, on a terminal, without --full-intervals.
+    pub fn compact_rows(args: &RunOptions, output: Option<&Path>) -> bool {
+        let terminal = output.is_none() && std::io::stdout().is_terminal();
+        terminal && args.interval.is_some() && !args.json && !args.full_intervals
+    }
+
+    /// One interval as its time-line row (the header before the first).
+    fn print_row(&mut self, report: &Report) -> Result<()> {
+        let columns = crate::model::TimelinePoint::of(report).columns();
+        let mut text = String::new();
+        if !std::mem::replace(&mut self.header_printed, true) {
+            let header: Vec<String> = columns.iter().map(|(h, w, _)| format!("{h:>w$}")).collect();
+            text.push_str(&format!("  {}\n", header.join(" ")));
+        }
+        let row: Vec<String> = columns.iter().map(|(_, w, v)| format!("{v:>w$}")).collect();
+        text.push_str(&format!("  {}\n", row.join(" ")));
+        self.out.write(&text)
     }
 
     fn print(&mut self, report: &Report) -> Result<()> {
@@ -160,7 +195,11 @@ impl Printer {
 
 impl ReportSink for Printer {
     fn interval(&mut self, report: &Report) -> Result<()> {
-        if self.intervals { self.print(report) } else { Ok(()) }
+        match (self.intervals, self.compact) {
+            (false, _) => Ok(()),
+            (true, true) => self.print_row(report),
+            (true, false) => self.print(report),
+        }
     }
 
     fn whole(&mut self, report: &Report, _end: &CaptureEnd) -> Result<()> {

@@ -34,6 +34,7 @@ pub const FAMILY: super::FamilySpec = super::FamilySpec {
     about: "Page allocation failures with stacks",
     hooks: |env, _options| probe_hooks(env),
     build,
+    summary: report::summary,
     render_text: report::render_text,
     merge: report::merge,
     finish_merge: report::finish_merge,

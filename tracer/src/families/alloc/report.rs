@@ -5,8 +5,28 @@ use std::fmt::Write as _;
 
 use crate::{
     model::{AllocFailure, Report, ZoneSnapshot},
-    render::parts::render_stack,
+    render::parts::{plural, render_stack},
 };
+
+/// The summary line: how many failures, of which orders, first when.
+pub fn summary(report: &Report) -> String {
+    let rows = &report.alloc_failures;
+    let total: u64 = rows.iter().map(|r| r.count).sum();
+    let Some(first) = rows.iter().min_by(|a, b| a.first_seen_s.total_cmp(&b.first_seen_s)) else {
+        return "no page allocation failures".into();
+    };
+    let (low, high) = rows.iter().fold((u32::MAX, 0), |(l, h), r| (l.min(r.order), h.max(r.order)));
+    let orders = if low == high { format!("order {low}") } else { format!("orders {low}-{high}") };
+    format!(
+        "{total} page allocation {} ({orders}, {} {}), first at {:.1}s by {} ({})",
+        plural(total, "failure"),
+        rows.len(),
+        plural(rows.len() as u64, "stack"),
+        first.first_seen_s,
+        first.pid,
+        first.comm
+    )
+}
 
 /// Its section of the text report.
 pub fn render_text(out: &mut String, report: &Report) {

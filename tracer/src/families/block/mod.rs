@@ -29,6 +29,7 @@ pub const FAMILY: super::FamilySpec = super::FamilySpec {
     about: "Block I/O latency per device and operation",
     hooks: |env, options| probe_hooks(env, options.queued),
     build,
+    summary: report::summary,
     render_text: report::render_text,
     merge: report::merge,
     finish_merge: report::finish_merge,

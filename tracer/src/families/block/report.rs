@@ -6,8 +6,39 @@ use std::fmt::Write as _;
 use super::{SLOW_IOS_KEPT, sort_rows};
 use crate::{
     model::{BlockRow, Report, SlowIo, merge_latency, timed, us_to_ns},
-    render::parts::{human_bytes, render_log2, us},
+    render::parts::{human_bytes, plural, render_log2, us},
 };
+
+/// The summary line: the slowest disk and the worst interval.
+pub fn summary(report: &Report) -> String {
+    let requests: u64 = report.block.iter().map(|r| r.count).sum();
+    let Some(worst) = report
+        .block
+        .iter()
+        .filter(|r| r.count > 0)
+        .max_by(|a, b| a.latency_us.p99.total_cmp(&b.latency_us.p99))
+    else {
+        return "no block requests completed".into();
+    };
+    let mut line = format!(
+        "{requests} {}; slowest: {} {} p99 {} us, max {} us",
+        plural(requests, "request"),
+        worst.device,
+        worst.op,
+        us(worst.latency_us.p99),
+        us(worst.latency_us.max)
+    );
+    if let Some(p) = report.timeline.iter().max_by(|a, b| a.block_p99_us.total_cmp(&b.block_p99_us))
+        && report.timeline.len() > 1
+    {
+        let _ = write!(line, "; worst interval at {:.0}s (p99 {} us)", p.offset_s, us(p.block_p99_us));
+    }
+    if !report.slow_ios.is_empty() {
+        let _ =
+            write!(line, "; {} slow requests listed", report.slow_ios.len() as u64 + report.slow_ios_dropped);
+    }
+    line
+}
 
 /// Its sections of the text report.
 pub fn render_text(out: &mut String, report: &Report) {
@@ -24,13 +55,15 @@ fn render_block(out: &mut String, rows: &[BlockRow]) {
     for row in rows {
         let _ = writeln!(
             out,
-            "\n{} ({}) {}: {} requests, {}, {} errors{}",
+            "\n{} ({}) {}: {} {}, {}, {} {}{}",
             row.device,
             row.dev,
             row.op,
             row.count,
+            plural(row.count, "request"),
             human_bytes(row.bytes),
             row.errors,
+            plural(row.errors, "error"),
             if row.untimed > 0 {
                 format!(", {} untimed (never issued: empty flush writes, or in flight at start)", row.untimed)
             } else {

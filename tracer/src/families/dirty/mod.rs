@@ -28,6 +28,7 @@ pub const FAMILY: super::FamilySpec = super::FamilySpec {
     about: "Dirty-page throttling: writers paused by balance_dirty_pages",
     hooks: |env, _options| probe_hooks(env),
     build,
+    summary: report::summary,
     render_text: report::render_text,
     merge: report::merge,
     finish_merge: report::finish_merge,

@@ -6,8 +6,26 @@ use std::fmt::Write as _;
 use super::STACKS_KEPT;
 use crate::{
     model::{Dirty, DirtyRow, Report, merge_latency, us_to_ns},
-    render::parts::{or_root, render_log2, render_stack, us},
+    render::parts::{or_root, plural, render_log2, render_stack, us},
 };
+
+/// The summary line: pauses, and the writer paused longest.
+pub fn summary(report: &Report) -> String {
+    let rows = report.dirty.as_ref().map(|d| d.rows.as_slice()).unwrap_or_default();
+    let pauses: u64 = rows.iter().map(|r| r.pauses).sum();
+    let Some(top) = rows.first().filter(|_| pauses > 0) else {
+        return "no writer was throttled".into();
+    };
+    let total_ms = rows.iter().map(|r| r.total_ms).fold(0.0, |a, b| a + b);
+    format!(
+        "{pauses} throttling {}, {total_ms:.1} ms; most: {} ({}) writing to {}, {:.1} ms",
+        plural(pauses, "pause"),
+        top.pid,
+        top.comm,
+        top.device,
+        top.total_ms
+    )
+}
 
 /// Its section of the text report.
 pub fn render_text(out: &mut String, report: &Report) {

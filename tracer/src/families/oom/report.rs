@@ -5,8 +5,54 @@ use std::fmt::Write as _;
 
 use crate::{
     model::{OomKill, OomRetries, Report},
-    render::parts::{human_bytes, or_root, render_stack},
+    render::parts::{human_bytes, or_root, plural, render_stack},
 };
+
+/// The summary line: kills, grouped.
+pub fn summary(report: &Report) -> String {
+    let kills = &report.oom_kills;
+    let Some(first) = kills.first() else {
+        return "no OOM kills".into();
+    };
+    let groups = group_kills(kills);
+    let shown: Vec<String> = groups
+        .iter()
+        .take(3)
+        .map(|g| format!("{} x{} in {}", g[0].victim_comm, g.len(), or_root(&g[0].cgroup)))
+        .collect();
+    format!(
+        "{} OOM {}: {}{}, first at {:.1}s",
+        kills.len(),
+        plural(kills.len() as u64, "kill"),
+        shown.join(", "),
+        if groups.len() > 3 { ", ..." } else { "" },
+        first.at_s
+    )
+}
+
+/// Kills of the same command in the same cgroup from the same trigger
+/// stack, together, in the order of their first kill.
+pub fn group_kills(kills: &[OomKill]) -> Vec<Vec<&OomKill>> {
+    let mut groups: Vec<Vec<&OomKill>> = Vec::new();
+    for kill in kills {
+        let same = |g: &&mut Vec<&OomKill>| {
+            let k = g[0];
+            (&k.victim_comm, &k.cgroup, &k.trigger_comm, &k.trigger_kernel_stack, &k.scope)
+                == (
+                    &kill.victim_comm,
+                    &kill.cgroup,
+                    &kill.trigger_comm,
+                    &kill.trigger_kernel_stack,
+                    &kill.scope,
+                )
+        };
+        match groups.iter_mut().find(|g| same(g)) {
+            Some(group) => group.push(kill),
+            None => groups.push(vec![kill]),
+        }
+    }
+    groups
+}
 
 /// Its section of the text report.
 pub fn render_text(out: &mut String, report: &Report) {
@@ -15,8 +61,23 @@ pub fn render_text(out: &mut String, report: &Report) {
 
 fn render_oom(out: &mut String, report: &Report) {
     let _ = writeln!(out, "\nOOM kills: {}", report.oom_kills.len());
-    for kill in &report.oom_kills {
-        render_kill(out, kill);
+    // Repeated kills (same command, cgroup and trigger stack) once, with
+    // a count, their time range and pids; the first in full.
+    for group in group_kills(&report.oom_kills) {
+        if let [first, .., last] = group.as_slice() {
+            let pids: Vec<String> = group.iter().map(|k| k.victim_pid.to_string()).collect();
+            let _ = writeln!(
+                out,
+                "\n  {} kills of {} in {} from {:.2}s to {:.2}s, pids {} (the first below)",
+                group.len(),
+                first.victim_comm,
+                or_root(&first.cgroup),
+                first.at_s,
+                last.at_s,
+                pids.join(", ")
+            );
+        }
+        render_kill(out, group[0]);
     }
     if let Some(r) = &report.oom_retries {
         let _ = writeln!(
@@ -90,3 +151,38 @@ pub fn merge(whole: &mut Report, report: &Report) {
 
 /// Kills stay in the order they happened.
 pub fn finish_merge(_whole: &mut Report) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kill(pid: u32, comm: &str, cgroup: &str, at_s: f64) -> OomKill {
+        OomKill {
+            victim_pid: pid,
+            victim_comm: comm.into(),
+            cgroup: cgroup.into(),
+            at_s,
+            ..OomKill::default()
+        }
+    }
+
+    #[test]
+    fn repeated_kills_are_one_entry_with_count_range_and_pids() {
+        let report = Report {
+            oom_kills: vec![
+                kill(10, "hog", "/db", 1.0),
+                kill(11, "java", "/app", 1.5),
+                kill(12, "hog", "/db", 2.0),
+                kill(13, "hog", "/db", 3.25),
+            ],
+            ..Report::default()
+        };
+        let groups = group_kills(&report.oom_kills);
+        assert_eq!(groups.iter().map(Vec::len).collect::<Vec<_>>(), [3, 1]);
+        let mut text = String::new();
+        render_text(&mut text, &report);
+        assert!(text.contains("3 kills of hog in /db from 1.00s to 3.25s, pids 10, 12, 13"), "{text}");
+        assert_eq!(text.matches("killed").count(), 2, "one stanza per group: {text}");
+        assert_eq!(summary(&report), "4 OOM kills: hog x3 in /db, java x1 in /app, first at 1.0s");
+    }
+}

@@ -9,8 +9,39 @@ use crate::{
         Compaction, Kswapd, Report, StallBreakdown, StallRow, StallStack, add_named_counts, merge_latency,
         us_to_ns,
     },
-    render::parts::{or_root, render_log2, render_stack, us},
+    render::parts::{or_root, plural, render_log2, render_stack, us},
 };
+
+/// The summary line: stall time by kind.
+pub fn summary(report: &Report) -> String {
+    let compaction = report.compaction.iter().map(|c| &c.stalls);
+    let rows: Vec<&StallRow> = report.reclaim.iter().chain(compaction).filter(|r| r.count > 0).collect();
+    if rows.is_empty() {
+        return "no reclaim or compaction stalls".into();
+    }
+    let parts: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}, {:.1} ms (longest {} us)",
+                kind_title(&r.kind),
+                r.count,
+                plural(r.count, "stall"),
+                r.total_ms,
+                us(r.latency_us.max)
+            )
+        })
+        .collect();
+    parts.join("; ")
+}
+
+fn kind_title(kind: &str) -> &'static str {
+    match kind {
+        "direct" => "direct reclaim",
+        "memcg" => "memory cgroup reclaim",
+        _ => "direct compaction",
+    }
+}
 
 /// Its section of the text report.
 pub fn render_text(out: &mut String, report: &Report) {

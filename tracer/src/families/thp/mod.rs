@@ -28,6 +28,7 @@ pub const FAMILY: super::FamilySpec = super::FamilySpec {
     about: "Transparent huge page splits",
     hooks: |env, _options| probe_hooks(env),
     build,
+    summary: report::summary,
     render_text: report::render_text,
     merge: report::merge,
     finish_merge: report::finish_merge,

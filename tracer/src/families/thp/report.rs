@@ -5,6 +5,19 @@ use std::fmt::Write as _;
 
 use crate::model::{Report, Thp, ThpProcess, add_named_counts};
 
+/// The summary line.
+pub fn summary(report: &Report) -> String {
+    match &report.thp {
+        Some(thp) => format!(
+            "{} PMD {} ({})",
+            thp.splits,
+            crate::render::parts::plural(thp.splits, "split"),
+            thp.method
+        ),
+        None => "no THP splits".into(),
+    }
+}
+
 /// Its section of the text report.
 pub fn render_text(out: &mut String, report: &Report) {
     if let Some(thp) = &report.thp {
