@@ -38,7 +38,7 @@ pub fn run(args: ProbesArgs) -> Result<ExitCode> {
     let mut table: Vec<(&str, Vec<Hook>, String)> = Vec::new();
     for family in REGISTRY {
         let status = statuses.iter().find(|s| s.family == family.name);
-        let mut hooks = (family.hooks)(&env, &defaults);
+        let mut hooks = (family.hooks)(&env, &defaults.family_options());
         let verdict = match status {
             Some(s) if s.state == "traced" => {
                 // The ways of attaching (not the tracepoints themselves):

@@ -10,13 +10,8 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::util;
 
-/// The static target for this machine's architecture.
-pub fn target() -> String {
-    format!("{}-unknown-linux-musl", std::env::consts::ARCH)
-}
-
 pub fn ensure_tools() -> Result<()> {
-    let target = target();
+    let target = util::static_target();
     let installed = util::output(Command::new("rustup").args(["target", "list", "--installed"]), "rustup")?;
     if !installed.lines().any(|l| l.trim() == target) {
         println!("xtask: adding the Rust target {target} (for the static release binary)");

@@ -43,13 +43,18 @@ pub fn require_root(why: &str) -> Result<()> {
     Ok(())
 }
 
+/// The static target for this machine's architecture (musl).
+pub fn static_target() -> String {
+    format!("{}-unknown-linux-musl", std::env::consts::ARCH)
+}
+
 /// Builds the tracer binary and returns its path: with `release`, the
 /// statically linked one (musl) that runs on any host.
 pub fn build_tracer(release: bool) -> Result<PathBuf> {
     let mut cmd = cargo();
     cmd.args(["build", "--package", "tracer", "--bin", "tracer"]);
     let path = if release {
-        let target = crate::static_build::target();
+        let target = static_target();
         cmd.args(["--release", "--target", &target]);
         run(&mut cmd, "building tracer")?;
         target_dir()?.join(target).join("release/tracer")

@@ -23,7 +23,6 @@ use anyhow::Result;
 use aya::{Ebpf, EbpfLoader};
 
 use crate::{
-    cli::RunOptions,
     kernel::{btf::KernelBtf, tracefs::Tracefs},
     model::Report,
 };
@@ -126,7 +125,7 @@ pub struct FamilySpec {
     pub about: &'static str,
     /// The hooks this kernel offers it, and which it would use with these
     /// options (`probes`, and the check before a run).
-    pub hooks: fn(&KernelEnv, &RunOptions) -> Vec<Hook>,
+    pub hooks: fn(&KernelEnv, &Options) -> Vec<Hook>,
     /// The family, set up for a run (before the object loads).
     pub build: fn(&Setup<'_>) -> Result<Box<dyn Family>>,
     /// One line for the report's summary: what happened, and the section
@@ -141,9 +140,20 @@ pub struct FamilySpec {
     pub finish_merge: fn(&mut Report),
 }
 
+/// The run's options that families read (from the command line).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `--queued`: block latency from insert.
+    pub queued: bool,
+    /// `--slow-io`.
+    pub slow_io: Option<std::time::Duration>,
+    /// `--min-order`.
+    pub min_order: u32,
+}
+
 /// What a family is built from.
 pub struct Setup<'a> {
-    pub options: &'a RunOptions,
+    pub options: &'a Options,
     /// `--disk`, resolved: (name, dev_t).
     pub disks: &'a [(String, u32)],
     pub env: &'a KernelEnv,

@@ -102,7 +102,8 @@ pub fn attach_families(
     };
     let mut statuses = Vec::new();
     let mut families: Vec<Box<dyn Family>> = Vec::new();
-    let setup = Setup { options: args, disks, env, stacks };
+    let options = args.family_options();
+    let setup = Setup { options: &options, disks, env, stacks };
     for name in requested {
         match plan(name.spec(), &setup) {
             Planned::Ready(family) => families.push(family),
@@ -230,8 +231,9 @@ pub struct Outputs<'a> {
     pub report: Option<&'a Path>,
     /// `record -o`: the capture.
     pub capture: Option<&'a Path>,
-    /// `watch`: no report, captures when triggers fire.
-    pub watch: Option<&'a crate::cli::WatchArgs>,
+    /// `watch`: its sink instead of the printer, and where its captures
+    /// go (for the first message).
+    pub watch: Option<(Box<dyn ReportSink>, &'a Path)>,
 }
 
 pub fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
@@ -239,14 +241,18 @@ pub fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
     caps::require_tracing()?;
     // Bad input is reported before anything is attached.
     let disks = devices::resolve_disks(&args.disks, &devices::list())?;
+    let (watch_sink, watch_dir) = match outputs.watch {
+        Some((sink, dir)) => (Some(sink), Some(dir)),
+        None => (None, None),
+    };
     // `watch` runs until stopped, unless told otherwise.
-    let duration = match outputs.watch {
+    let duration = match watch_dir {
         Some(_) => args.duration,
         None => Some(args.duration()),
     };
     let mut sinks: Vec<Box<dyn ReportSink>> = Vec::new();
-    if let Some(watch) = outputs.watch {
-        sinks.push(Box::new(crate::watch::WatchSink::new(watch)?));
+    if let Some(sink) = watch_sink {
+        sinks.push(sink);
     } else {
         // The status line first: it is cleared before the report is printed.
         let rows = Printer::compact_rows(args, outputs.report);
@@ -289,15 +295,15 @@ pub fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
     let ebpf = ebpf.expect("attached families have an object");
     let names: Vec<&str> = traced.iter().map(|f| f.name()).collect();
     // Attached: from now on Ctrl-C and SIGTERM end the run with a report.
-    let mut stop = StopSignals::new(outputs.watch.is_some())?;
-    match (outputs.watch, duration) {
-        (Some(watch), _) => eprintln!(
+    let mut stop = StopSignals::new(watch_dir.is_some())?;
+    match (watch_dir, duration) {
+        (Some(dir), _) => eprintln!(
             "tracer: attached {} in {} ms; watching {}, captures to {} (Ctrl-C or SIGTERM to stop, SIGUSR1 \
              for a capture now)",
             names.join(", "),
             started.elapsed().as_millis(),
             duration.map_or_else(|| "until stopped".to_string(), |d| format!("for {}", humantime(d))),
-            watch.dir.display()
+            dir.display()
         ),
         (None, _) => eprintln!(
             "tracer: attached {} in {} ms; tracing for {} (Ctrl-C to stop early)",
@@ -335,12 +341,12 @@ pub fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
         warnings,
         timeline: Vec::new(),
         // A watch runs for days: its time line lives in its captures.
-        keep_timeline: outputs.watch.is_none(),
+        keep_timeline: watch_dir.is_none(),
         intervals: 0,
         interval_start: Instant::now(),
     };
     let ended_by = runtime.block_on(run.wait(args.interval, duration, &mut sinks, &mut stop))?;
-    match (ended_by, outputs.watch) {
+    match (ended_by, watch_dir) {
         (Some("done"), _) => {}
         (Some(signal), None) => eprintln!("tracer: {signal}: stopping and printing the report"),
         (Some(signal), Some(_)) => eprintln!("tracer: {signal}: watch stopped"),

@@ -28,6 +28,8 @@ use crate::{
 };
 
 pub fn run(args: &WatchArgs) -> Result<ExitCode> {
+    // Before the directory and PSI files: "needs root" first.
+    crate::kernel::caps::require_tracing()?;
     let mut run = args.run.clone();
     // A slow-request trigger needs those requests reported one by one.
     for needed in args.triggers.iter().filter_map(Trigger::slow_io_needed) {
@@ -35,7 +37,8 @@ pub fn run(args: &WatchArgs) -> Result<ExitCode> {
             run.slow_io.0 = Some(needed);
         }
     }
-    session::trace(&run, Outputs { report: None, capture: None, watch: Some(args) })
+    let sink: Box<dyn ReportSink> = Box::new(WatchSink::new(args)?);
+    session::trace(&run, Outputs { report: None, capture: None, watch: Some((sink, &args.dir)) })
 }
 
 /// A trigger that fired, waiting for its `--after` to pass.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::{cli::parse_duration, model::Report};
+use crate::{model::Report, units::parse_duration};
 
 /// What `--trigger` accepts, for the error of a malformed one.
 pub const ACCEPTED: &str = "oom | alloc-fail[:ORDER] | p99[:DISK]>DURATION | io[:DISK]>DURATION | \

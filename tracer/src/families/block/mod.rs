@@ -39,7 +39,7 @@ fn build(setup: &super::Setup<'_>) -> Result<Box<dyn Family>> {
     let options = BlockOptions {
         from_insert: setup.options.queued,
         disks: setup.disks.to_vec(),
-        slow_io: setup.options.slow_io.0,
+        slow_io: setup.options.slow_io,
     };
     Ok(Box::new(BlockFamily::new(options, setup.env)?))
 }
