@@ -151,6 +151,24 @@ pub struct Options {
     pub min_order: u32,
 }
 
+/// A family's [`FamilySpec`]: its name, help line, hooks and constructor;
+/// the summary, text section and merging come from its `report` module.
+macro_rules! family_spec {
+    ($name:literal, $about:literal, hooks: $hooks:expr, build: $build:expr $(,)?) => {
+        $crate::families::FamilySpec {
+            name: $name,
+            about: $about,
+            hooks: $hooks,
+            build: $build,
+            summary: report::summary,
+            render_text: report::render_text,
+            merge: report::merge,
+            finish_merge: report::finish_merge,
+        }
+    };
+}
+pub(crate) use family_spec;
+
 /// What a family is built from.
 pub struct Setup<'a> {
     pub options: &'a Options,

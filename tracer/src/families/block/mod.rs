@@ -24,16 +24,7 @@ use crate::{
 pub mod report;
 
 /// The family in the registry.
-pub const FAMILY: super::FamilySpec = super::FamilySpec {
-    name: "block",
-    about: "Block I/O latency per device and operation",
-    hooks: |env, options| probe_hooks(env, options.queued),
-    build,
-    summary: report::summary,
-    render_text: report::render_text,
-    merge: report::merge,
-    finish_merge: report::finish_merge,
-};
+pub const FAMILY: super::FamilySpec = super::family_spec!("block", "Block I/O latency per device and operation", hooks: |env, options| probe_hooks(env, options.queued), build: build);
 
 fn build(setup: &super::Setup<'_>) -> Result<Box<dyn Family>> {
     let options = BlockOptions {

@@ -23,16 +23,7 @@ use crate::{
 };
 
 /// The family in the registry.
-pub const FAMILY: super::FamilySpec = super::FamilySpec {
-    name: "dirty",
-    about: "Dirty-page throttling: writers paused by balance_dirty_pages",
-    hooks: |env, _options| probe_hooks(env),
-    build,
-    summary: report::summary,
-    render_text: report::render_text,
-    merge: report::merge,
-    finish_merge: report::finish_merge,
-};
+pub const FAMILY: super::FamilySpec = super::family_spec!("dirty", "Dirty-page throttling: writers paused by balance_dirty_pages", hooks: |env, _options| probe_hooks(env), build: build);
 
 fn build(setup: &super::Setup<'_>) -> Result<Box<dyn Family>> {
     Ok(Box::new(DirtyFamily::new(setup.env, setup.stacks.clone())?))

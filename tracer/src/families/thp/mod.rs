@@ -23,16 +23,7 @@ use crate::{
 pub mod report;
 
 /// The family in the registry.
-pub const FAMILY: super::FamilySpec = super::FamilySpec {
-    name: "thp",
-    about: "Transparent huge page splits",
-    hooks: |env, _options| probe_hooks(env),
-    build,
-    summary: report::summary,
-    render_text: report::render_text,
-    merge: report::merge,
-    finish_merge: report::finish_merge,
-};
+pub const FAMILY: super::FamilySpec = super::family_spec!("thp", "Transparent huge page splits", hooks: |env, _options| probe_hooks(env), build: build);
 
 fn build(setup: &super::Setup<'_>) -> Result<Box<dyn Family>> {
     Ok(Box::new(ThpFamily::new(setup.stacks.clone())?))
