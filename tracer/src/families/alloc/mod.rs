@@ -29,7 +29,12 @@ use crate::{
 pub mod report;
 
 /// The family in the registry.
-pub const FAMILY: super::FamilySpec = super::family_spec!("alloc", "Page allocation failures with stacks", hooks: |env, _options| probe_hooks(env), build: build);
+pub const FAMILY: super::FamilySpec = super::family_spec!(
+    "alloc",
+    "Page allocation failures with stacks",
+    hooks: |env, _options| probe_hooks(env),
+    build: build,
+);
 
 fn build(setup: &super::Setup<'_>) -> Result<Box<dyn Family>> {
     let options = AllocOptions { min_order: setup.options.min_order };

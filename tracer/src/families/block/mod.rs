@@ -24,7 +24,12 @@ use crate::{
 pub mod report;
 
 /// The family in the registry.
-pub const FAMILY: super::FamilySpec = super::family_spec!("block", "Block I/O latency per device and operation", hooks: |env, options| probe_hooks(env, options.queued), build: build);
+pub const FAMILY: super::FamilySpec = super::family_spec!(
+    "block",
+    "Block I/O latency per device and operation",
+    hooks: |env, options| probe_hooks(env, options.queued),
+    build: build,
+);
 
 fn build(setup: &super::Setup<'_>) -> Result<Box<dyn Family>> {
     let options = BlockOptions {

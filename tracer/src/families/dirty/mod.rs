@@ -23,7 +23,12 @@ use crate::{
 };
 
 /// The family in the registry.
-pub const FAMILY: super::FamilySpec = super::family_spec!("dirty", "Dirty-page throttling: writers paused by balance_dirty_pages", hooks: |env, _options| probe_hooks(env), build: build);
+pub const FAMILY: super::FamilySpec = super::family_spec!(
+    "dirty",
+    "Dirty-page throttling: writers paused by balance_dirty_pages",
+    hooks: |env, _options| probe_hooks(env),
+    build: build,
+);
 
 fn build(setup: &super::Setup<'_>) -> Result<Box<dyn Family>> {
     Ok(Box::new(DirtyFamily::new(setup.env, setup.stacks.clone())?))

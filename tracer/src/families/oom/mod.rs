@@ -27,7 +27,12 @@ use crate::{
 pub mod report;
 
 /// The family in the registry.
-pub const FAMILY: super::FamilySpec = super::family_spec!("oom", "OOM kills: victim, trigger, cgroup", hooks: |env, _options| probe_hooks(env), build: build);
+pub const FAMILY: super::FamilySpec = super::family_spec!(
+    "oom",
+    "OOM kills: victim, trigger, cgroup",
+    hooks: |env, _options| probe_hooks(env),
+    build: build,
+);
 
 fn build(setup: &super::Setup<'_>) -> Result<Box<dyn Family>> {
     Ok(Box::new(OomFamily::new(setup.env, setup.stacks.clone())?))

@@ -40,7 +40,12 @@ use crate::{
 pub mod report;
 
 /// The family in the registry.
-pub const FAMILY: super::FamilySpec = super::family_spec!("reclaim", "Direct and memcg reclaim, compaction, kswapd", hooks: |env, _options| probe_hooks(env), build: build);
+pub const FAMILY: super::FamilySpec = super::family_spec!(
+    "reclaim",
+    "Direct and memcg reclaim, compaction, kswapd",
+    hooks: |env, _options| probe_hooks(env),
+    build: build,
+);
 
 fn build(setup: &super::Setup<'_>) -> Result<Box<dyn Family>> {
     Ok(Box::new(ReclaimFamily::new(setup.env, setup.stacks.clone())?))

@@ -23,7 +23,12 @@ use crate::{
 pub mod report;
 
 /// The family in the registry.
-pub const FAMILY: super::FamilySpec = super::family_spec!("thp", "Transparent huge page splits", hooks: |env, _options| probe_hooks(env), build: build);
+pub const FAMILY: super::FamilySpec = super::family_spec!(
+    "thp",
+    "Transparent huge page splits",
+    hooks: |env, _options| probe_hooks(env),
+    build: build,
+);
 
 fn build(setup: &super::Setup<'_>) -> Result<Box<dyn Family>> {
     Ok(Box::new(ThpFamily::new(setup.stacks.clone())?))
