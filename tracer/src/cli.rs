@@ -236,6 +236,9 @@ pub enum ReportFormat {
     Svg,
     /// Perfetto / Chrome trace event JSON, for ui.perfetto.dev.
     Perfetto,
+    /// A block latency heat map per disk (SVG): time across, latency up,
+    /// colour by requests, from the capture's intervals.
+    Heatmap,
 }
 
 #[derive(Debug, Clone, Args)]

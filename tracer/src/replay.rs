@@ -30,7 +30,11 @@ pub fn run(args: &ReportArgs) -> Result<ExitCode> {
     // A pipe (`<(zcat run.cap.gz)`) cannot be read twice: merge in the
     // first pass in case the final report is missing.
     let seekable = (&file).stream_position().is_ok();
+    let mut heatmap = (args.format == ReportFormat::Heatmap).then(render::heatmap::Heatmap::default);
     let mut capture = capture::read_stream(&file, !seekable, |capture, mut report| {
+        if let Some(heatmap) = heatmap.as_mut() {
+            heatmap.add(&report);
+        }
         if !(streams_intervals && capture.header.interval_s.is_some()) {
             return Ok(());
         }
@@ -62,6 +66,16 @@ pub fn run(args: &ReportArgs) -> Result<ExitCode> {
         None => kernel_symbolizer(&capture, args.vmlinux.as_deref())?,
     };
     let mut whole = capture.whole_report();
+    if let Some(heatmap) = &heatmap {
+        let title = format!(
+            "{} ({}), {}",
+            whole.host.hostname,
+            whole.host.kernel_release,
+            crate::capture::utc(capture.header.start_unix_s)
+        );
+        out.write(&heatmap.render(&title))?;
+        return out.finish().map(|()| ExitCode::SUCCESS);
+    }
     resolve_again(&mut whole, kernel.as_ref());
     out.write(&render_capture(&[], &whole, args.format, capture.header.interval_s.is_some())?)?;
     out.finish()?;
@@ -156,6 +170,8 @@ pub fn render_capture(
         ReportFormat::Folded => render::folded::render(whole),
         ReportFormat::Svg => render::flame::render(whole)?,
         ReportFormat::Perfetto => render::perfetto::render(whole)?,
+        // Drawn from the intervals as the capture streams by (`run`).
+        ReportFormat::Heatmap => anyhow::bail!("the heat map is drawn from a capture's intervals"),
     })
 }
 

@@ -59,3 +59,40 @@ fn json_and_perfetto_are_unchanged() {
     }
     assert_eq!(checked, 4);
 }
+
+/// The heat map of a real capture: one panel per disk, well-formed SVG,
+/// every interval's requests in it.
+#[test]
+fn the_heatmap_of_a_capture_has_a_panel_per_disk() {
+    let svg = String::from_utf8(report("whole", "heatmap")).unwrap();
+    let mut reader = quick_xml::Reader::from_str(&svg);
+    let mut requests = 0u64;
+    loop {
+        match reader.read_event().unwrap() {
+            quick_xml::events::Event::Eof => break,
+            quick_xml::events::Event::Text(t) => {
+                let text = t.decode().unwrap();
+                if let Some(n) = text.split(": ").nth(1).and_then(|r| r.strip_suffix(" requests")) {
+                    requests += n.parse::<u64>().unwrap_or_else(|e| panic!("{text}: {e}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(svg.contains(">loop0</text>") && svg.contains(">vda</text>"), "a panel per disk");
+    // JSON lines: the intervals, then the whole run.
+    let lines = String::from_utf8(report("whole", "json")).unwrap();
+    let intervals: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &serde_json::Value| r["window"]["interval"].is_u64())
+        .collect();
+    assert!(intervals.len() > 1);
+    let total: u64 = intervals
+        .iter()
+        .flat_map(|r| r["block"].as_array().unwrap())
+        .flat_map(|row| row["histogram"].as_array().unwrap())
+        .map(|b| b["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(requests, total, "the cells add up to the intervals' histograms");
+}

@@ -2,6 +2,7 @@
 
 pub mod flame;
 pub mod folded;
+pub mod heatmap;
 pub mod json;
 pub mod parts;
 pub mod perfetto;
