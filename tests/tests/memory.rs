@@ -94,6 +94,11 @@ fn memcg_reclaim_is_attributed_to_its_cgroup() {
     assert!(done.status.success(), "{}", done.stderr);
     let report = done.json();
     tracer_tests::assert_tp_btf(&report);
+    assert_eq!(
+        report["filter"],
+        serde_json::json!([format!("--cgroup {}", memcg.path)]),
+        "the report states its filter"
+    );
     let memcg_row = row(&report, "memcg");
     assert!(hits > 0, "the limit was never hit");
     assert!(memcg_row["count"].as_u64().unwrap() > 0, "no memcg reclaim seen: {memcg_row}");

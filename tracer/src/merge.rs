@@ -43,6 +43,7 @@ impl Merger {
         whole.version.clone_from(&report.version);
         whole.host.clone_from(&report.host);
         whole.families.clone_from(&report.families);
+        whole.filter.clone_from(&report.filter);
         whole.window = Window {
             start_unix_s: start,
             offset_s: 0.0,

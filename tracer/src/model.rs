@@ -16,6 +16,10 @@ pub struct Report {
     pub window: Window,
     /// Per family: traced or not, with which hook, and why not.
     pub families: Vec<FamilyStatus>,
+    /// The task filter in force (`--pid`, `--comm`, `--cgroup`), as given:
+    /// the memory families saw only those tasks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filter: Vec<String>,
     #[serde(default)]
     pub block: Vec<BlockRow>,
     /// Block requests slower than `--slow-io`, slowest first (at most

@@ -31,6 +31,13 @@ pub fn render(report: &Report) -> String {
                 let detail = if f.detail.is_empty() { String::new() } else { format!(" ({})", f.detail) };
                 let _ = writeln!(out, "  {:<8} {:<11} {}{}", f.family, f.state, f.hook, detail);
             }
+            if !report.filter.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  filter   {} (memory families: only these tasks; block: requests they issued)",
+                    report.filter.join(" ")
+                );
+            }
             if let Some(system) = &report.system {
                 render_system(&mut out, system);
             }

@@ -215,6 +215,21 @@ impl SharedGlobals {
     }
 }
 
+/// The task filter as typed, e.g. ["--pid 42", "--cgroup /db"].
+fn filter_in_force(args: &RunOptions) -> Vec<String> {
+    let mut filter = Vec::new();
+    if let Some(pid) = args.pid {
+        filter.push(format!("--pid {pid}"));
+    }
+    if let Some(comm) = &args.comm {
+        filter.push(format!("--comm {comm}"));
+    }
+    if let Some(cgroup) = &args.cgroup {
+        filter.push(format!("--cgroup {cgroup}"));
+    }
+    filter
+}
+
 /// `--comm` as the kernel holds task names: NUL-padded, 15 bytes at most.
 fn comm_filter(comm: &str) -> Result<[u8; 16]> {
     if comm.is_empty() || comm.len() > 15 || comm.contains('\0') {
@@ -339,6 +354,7 @@ pub fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
         traced_since: Instant::now(),
         lost_reported: [0; Counter::ALL.len()],
         warnings,
+        filter: filter_in_force(args),
         timeline: Vec::new(),
         // A watch runs for days: its time line lives in its captures.
         keep_timeline: watch_dir.is_none(),
@@ -374,6 +390,8 @@ struct Run {
     traced_since: Instant,
     lost_reported: [u64; Counter::ALL.len()],
     warnings: Vec<String>,
+    /// `--pid`, `--comm`, `--cgroup` as given: every report states them.
+    filter: Vec<String>,
     timeline: Vec<TimelinePoint>,
     keep_timeline: bool,
     intervals: u64,
@@ -476,6 +494,7 @@ impl Run {
             },
             families: self.statuses.clone(),
             warnings: self.warnings.clone(),
+            filter: self.filter.clone(),
             ..Report::default()
         };
         for family in &mut self.families {
