@@ -59,9 +59,21 @@ fn render_alloc(out: &mut String, rows: &[AllocFailure], zones: &[ZoneSnapshot])
     for snapshot in zones {
         let _ =
             writeln!(out, "\n  Free blocks per order at the {} ({:.2}s):", snapshot.reason, snapshot.at_s);
+        // Columns as wide as their widest count, under an order heading.
+        let orders = snapshot.zones.iter().map(|z| z.free_blocks.len()).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..orders)
+            .map(|o| {
+                let widest =
+                    snapshot.zones.iter().filter_map(|z| z.free_blocks.get(o)).map(|n| n.to_string().len());
+                widest.max().unwrap_or(1).max(o.to_string().len())
+            })
+            .collect();
+        let heading: Vec<String> = widths.iter().enumerate().map(|(o, w)| format!("{o:>w$}")).collect();
+        let _ = writeln!(out, "     {:<15} {}", "order", heading.join(" "));
         for zone in &snapshot.zones {
-            let orders: Vec<String> = zone.free_blocks.iter().map(u64::to_string).collect();
-            let _ = writeln!(out, "     node {} {:<8} {}", zone.node, zone.zone, orders.join(" "));
+            let counts: Vec<String> =
+                zone.free_blocks.iter().zip(&widths).map(|(n, w)| format!("{n:>w$}")).collect();
+            let _ = writeln!(out, "     node {} {:<8} {}", zone.node, zone.zone, counts.join(" "));
         }
     }
 }

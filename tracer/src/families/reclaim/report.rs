@@ -81,7 +81,15 @@ fn render_reclaim(out: &mut String, report: &Report) {
         }
         render_log2(out, &row.histogram);
         let l = &row.latency_us;
-        let _ = writeln!(out, "     p50 {}  p99 {}  max {} usecs", us(l.p50), us(l.p99), us(l.max));
+        let _ = writeln!(
+            out,
+            "     p50 {}  p90 {}  p99 {}  p99.9 {}  max {} usecs",
+            us(l.p50),
+            us(l.p90),
+            us(l.p99),
+            us(l.p999),
+            us(l.max)
+        );
         let _ = writeln!(out, "     top processes:");
         for p in row.processes.iter().take(5) {
             let cgroup = if p.cgroup.is_empty() { String::new() } else { format!(" in {}", p.cgroup) };
