@@ -627,6 +627,17 @@ pub struct TimelinePoint {
     /// Dirty-throttling pauses, when the `dirty` family was traced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dirty: Option<StallBrief>,
+    /// Per disk with requests in the interval: its own p99 (the pooled one
+    /// above hides a slow disk behind a busy fast one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskPoint>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DiskPoint {
+    pub device: String,
+    pub requests: u64,
+    pub p99_us: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -638,25 +649,53 @@ pub struct StallBrief {
 
 impl TimelinePoint {
     /// The point's columns in the text time line: (header, width, value).
-    /// A family's column is here only when it was traced.
-    pub fn columns(&self) -> Vec<(&'static str, usize, String)> {
+    /// A family's column is here only when it was traced; `disks` get a
+    /// p99 column each (the busiest disks of the run, the same for every
+    /// row).
+    pub fn columns(&self, disks: &[String]) -> Vec<(String, usize, String)> {
         let stall = |b: &StallBrief| format!("{}/{:.0}", b.count, b.total_ms);
-        let mut columns = vec![
-            ("t(s)", 6, format!("{:.1}", self.offset_s)),
-            ("block io", 8, self.block_requests.to_string()),
-            ("p99 us", 8, format!("{:.1}", self.block_p99_us)),
-            ("max us", 8, format!("{:.1}", self.block_max_us)),
-            ("direct", 11, stall(&self.direct_reclaim)),
-            ("memcg", 11, stall(&self.memcg_reclaim)),
-            ("compaction", 11, stall(&self.compaction)),
-            ("thp", 5, self.thp_splits.to_string()),
-            ("allocf", 6, self.alloc_failures.to_string()),
-            ("oom", 4, self.oom_kills.to_string()),
+        let mut columns: Vec<(String, usize, String)> = vec![
+            ("t(s)".into(), 6, format!("{:.1}", self.offset_s)),
+            ("block io".into(), 8, self.block_requests.to_string()),
         ];
+        if disks.len() > 1 {
+            for disk in disks {
+                // "-": no request on that disk in this interval.
+                let p99 = self.disks.iter().find(|d| &d.device == disk).map(|d| format!("{:.1}", d.p99_us));
+                let header = format!("p99 {disk}");
+                let width = header.len().max(8);
+                columns.push((header, width, p99.unwrap_or_else(|| "-".into())));
+            }
+        } else {
+            columns.push(("p99 us".into(), 8, format!("{:.1}", self.block_p99_us)));
+        }
+        columns.extend([
+            ("max us".into(), 8, format!("{:.1}", self.block_max_us)),
+            ("direct".into(), 11, stall(&self.direct_reclaim)),
+            ("memcg".into(), 11, stall(&self.memcg_reclaim)),
+            ("compaction".into(), 11, stall(&self.compaction)),
+            ("thp".into(), 5, self.thp_splits.to_string()),
+            ("allocf".into(), 6, self.alloc_failures.to_string()),
+            ("oom".into(), 4, self.oom_kills.to_string()),
+        ]);
         if let Some(dirty) = &self.dirty {
-            columns.push(("dirty", 11, stall(dirty)));
+            columns.push(("dirty".into(), 11, stall(dirty)));
         }
         columns
+    }
+
+    /// The disks that get a p99 column: the busiest of the run, at most
+    /// four, in name order.
+    pub fn busy_disks(points: &[TimelinePoint]) -> Vec<String> {
+        let mut requests: BTreeMap<&str, u64> = BTreeMap::new();
+        for d in points.iter().flat_map(|p| &p.disks) {
+            *requests.entry(&d.device).or_default() += d.requests;
+        }
+        let mut busiest: Vec<(&str, u64)> = requests.into_iter().collect();
+        busiest.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        let mut disks: Vec<String> = busiest.into_iter().take(4).map(|(d, _)| d.to_string()).collect();
+        disks.sort();
+        disks
     }
 
     /// The point of one interval report.
@@ -688,6 +727,7 @@ impl TimelinePoint {
             kswapd_wakes: report.kswapd.as_ref().map_or(0, |k| k.wakes),
             alloc_failures: report.alloc_failures.iter().map(|a| a.count).sum(),
             oom_kills: report.oom_kills.len() as u64,
+            disks: disk_points(report),
             dirty: report.dirty.as_ref().map(|d| StallBrief {
                 count: d.rows.iter().map(|r| r.pauses).sum(),
                 total_ms: d.rows.iter().map(|r| r.total_ms).fold(0.0, |a, b| a + b),
@@ -695,6 +735,26 @@ impl TimelinePoint {
             }),
         }
     }
+}
+
+/// Each disk's p99 over its operations in one interval report.
+fn disk_points(report: &Report) -> Vec<DiskPoint> {
+    let mut by_disk: BTreeMap<&str, (u64, LatencyHistView, f64)> = BTreeMap::new();
+    for row in &report.block {
+        let entry = by_disk.entry(&row.device).or_default();
+        entry.0 += row.count;
+        entry.1.add(&row.histogram);
+        entry.2 = entry.2.max(row.latency_us.max);
+    }
+    by_disk
+        .into_iter()
+        .filter(|(_, (n, _, _))| *n > 0)
+        .map(|(device, (requests, mut hist, max))| DiskPoint {
+            device: device.to_string(),
+            requests,
+            p99_us: hist.quantile_us(0.99).min(max),
+        })
+        .collect()
 }
 
 /// Histogram buckets of several rows merged, for an overall percentile.

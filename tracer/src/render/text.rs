@@ -152,10 +152,11 @@ fn render_system(out: &mut String, system: &SystemContext) {
 fn render_timeline(out: &mut String, points: &[TimelinePoint], trigger_at: Option<f64>) {
     let _ = writeln!(out, "\nTime line (per interval; stalls as count/ms)");
     let line = |cells: Vec<String>| format!("  {}", cells.join(" "));
-    let header = points.first().map(TimelinePoint::columns).unwrap_or_default();
+    let disks = TimelinePoint::busy_disks(points);
+    let header = points.first().map(|p| p.columns(&disks)).unwrap_or_default();
     let _ = writeln!(out, "{}", line(header.iter().map(|(h, w, _)| format!("{h:>w$}")).collect()));
     for p in points {
-        let row = line(p.columns().into_iter().map(|(_, w, v)| format!("{v:>w$}")).collect());
+        let row = line(p.columns(&disks).into_iter().map(|(_, w, v)| format!("{v:>w$}")).collect());
         let fired = trigger_at.is_some_and(|at| at > p.offset_s && at <= p.offset_s + p.duration_s + 1e-6);
         let _ = writeln!(out, "{row}{}", if fired { "  <- trigger" } else { "" });
     }

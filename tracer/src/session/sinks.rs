@@ -177,7 +177,8 @@ impl Printer {
 
     /// One interval as its time-line row (the header before the first).
     fn print_row(&mut self, report: &Report) -> Result<()> {
-        let columns = crate::model::TimelinePoint::of(report).columns();
+        // One pooled p99: a row's columns must not change from row to row.
+        let columns = crate::model::TimelinePoint::of(report).columns(&[]);
         let mut text = String::new();
         if !std::mem::replace(&mut self.header_printed, true) {
             let header: Vec<String> = columns.iter().map(|(h, w, _)| format!("{h:>w$}")).collect();
