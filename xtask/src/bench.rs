@@ -25,6 +25,9 @@ pub struct BenchArgs {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// `soak`: how long `tracer watch` runs under the cycling workload.
+    #[arg(long, default_value_t = 60)]
+    minutes: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -32,6 +35,10 @@ enum Which {
     Block,
     Alloc,
     Reclaim,
+    /// `tracer watch` for --minutes (default an hour) under a workload that
+    /// provokes every family in cycles: RSS flat, CPU, captures, losses.
+    /// Not part of `all`.
+    Soak,
     All,
 }
 
@@ -49,6 +56,91 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if all || args.which.contains(&Which::Reclaim) {
         reclaim(&tracer, &args)?;
     }
+    if args.which.contains(&Which::Soak) {
+        soak(&tracer, &helper, args.minutes)?;
+    }
+    Ok(())
+}
+
+/// VmRSS and CPU time (user + system) of a process: KiB, seconds.
+fn rss_and_cpu(pid: u32) -> (u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces): utime is the 14th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (rss, (ticks(11) + ticks(12)) as f64 / hz)
+}
+
+/// `tracer watch` for `minutes` while a workload cycles through every
+/// family (direct I/O, THP splits, a memory cgroup's allocation failures,
+/// reclaim and OOM kill): its RSS after the first fifth of the run and at
+/// the end (flat means memory does not grow with time), its CPU time, the
+/// captures its triggers wrote and what they say was lost.
+fn soak(tracer: &Path, helper: &Path, minutes: u64) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("tracer-soak-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = util::LoopDevice::create(64 << 20)?;
+    let memcg = util::ScratchMemcg::create("soak");
+    let mut cmd = Command::new(tracer);
+    cmd.args(["watch", "--dir"])
+        .arg(&dir)
+        .args(["--trigger", "oom", "--trigger", "stall>20ms", "--keep", "1m", "--after", "5s"])
+        .args(["--cooldown", "2m", "--max-disk", "64M"]);
+    let watch = Attached::start(cmd, "attached")?;
+    let pid = watch.child.id();
+    let total = Duration::from_secs(minutes * 60);
+    let early_at = total / 5;
+    let started = Instant::now();
+    let (mut early, mut cycles) = (None, 0u64);
+    println!("xtask: soak: tracer watch (pid {pid}) for {minutes} min; a workload cycle every ~20 s");
+    while started.elapsed() < total {
+        let mut io = util::direct_io_workload(scratch.path(), Duration::from_secs(5))?;
+        let _ = Command::new(helper).args(["thp-split", "10"]).stdout(Stdio::null()).status();
+        if let Some(memcg) = &memcg {
+            memcg.provoke(helper)?;
+        }
+        let _ = io.wait();
+        cycles += 1;
+        if early.is_none() && started.elapsed() >= early_at {
+            early = Some(rss_and_cpu(pid));
+            println!("xtask: soak: after {:.0} s: RSS {} KiB", started.elapsed().as_secs_f64(), early.unwrap().0);
+        }
+        std::thread::sleep(Duration::from_secs(15));
+    }
+    let (rss_end, cpu) = rss_and_cpu(pid);
+    let peak = watch.peak_rss_kib();
+    watch.stop()?;
+    let captures: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    let mut lost = 0u64;
+    for capture in &captures {
+        let out = Command::new(tracer).args(["report", "--format", "json"]).arg(capture).output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if let Some(last) = text.lines().last().and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
+            lost += last["lost_events"].as_u64().unwrap_or(0);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let (rss_early, cpu_early) = early.unwrap_or((rss_end, cpu));
+    println!(
+        "xtask: soak: {minutes} min, {cycles} workload cycles: RSS {rss_early} KiB at {:.0} min, {rss_end} KiB at \
+         the end ({:+.1}%), peak {peak} KiB; CPU {cpu:.1} s ({:.2}% of one core; {:.1} s in the first fifth); \
+         {} captures kept in --dir, {lost} lost events in them",
+        early_at.as_secs_f64() / 60.0,
+        (rss_end as f64 / rss_early.max(1) as f64 - 1.0) * 100.0,
+        cpu / total.as_secs_f64() * 100.0,
+        cpu_early,
+        captures.len()
+    );
     Ok(())
 }
 
