@@ -217,6 +217,10 @@ pub struct ReportArgs {
     /// Write to OUT instead of standard output.
     #[arg(short, long, value_name = "OUT")]
     pub output: Option<PathBuf>,
+    /// What the flame graph (`--format svg`) measures: time stalled or
+    /// events (never both in one graph).
+    #[arg(long, value_enum, default_value_t = crate::render::flame::FlameUnit::Time)]
+    pub flame: crate::render::flame::FlameUnit,
     /// The traced kernel's vmlinux with debug info: kernel frames are
     /// resolved again from their addresses (file:line, inlined functions).
     /// Its build id must be the one the capture recorded.

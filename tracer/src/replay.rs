@@ -77,7 +77,12 @@ pub fn run(args: &ReportArgs) -> Result<ExitCode> {
         return out.finish().map(|()| ExitCode::SUCCESS);
     }
     resolve_again(&mut whole, kernel.as_ref());
-    out.write(&render_capture(&[], &whole, args.format, capture.header.interval_s.is_some())?)?;
+    let printed_intervals = capture.header.interval_s.is_some();
+    let rendered = match args.format {
+        ReportFormat::Svg => render::flame::render(&whole, args.flame)?,
+        format => render_capture(&[], &whole, format, printed_intervals)?,
+    };
+    out.write(&rendered)?;
     out.finish()?;
     Ok(ExitCode::SUCCESS)
 }
@@ -168,7 +173,7 @@ pub fn render_capture(
             out
         }
         ReportFormat::Folded => render::folded::render(whole),
-        ReportFormat::Svg => render::flame::render(whole)?,
+        ReportFormat::Svg => render::flame::render(whole, render::flame::FlameUnit::Time)?,
         ReportFormat::Perfetto => render::perfetto::render(whole)?,
         // Drawn from the intervals as the capture streams by (`run`).
         ReportFormat::Heatmap => anyhow::bail!("the heat map is drawn from a capture's intervals"),

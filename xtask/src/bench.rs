@@ -111,21 +111,26 @@ fn soak(tracer: &Path, helper: &Path, minutes: u64) -> Result<()> {
         cycles += 1;
         if early.is_none() && started.elapsed() >= early_at {
             early = Some(rss_and_cpu(pid));
-            println!("xtask: soak: after {:.0} s: RSS {} KiB", started.elapsed().as_secs_f64(), early.unwrap().0);
+            println!(
+                "xtask: soak: after {:.0} s: RSS {} KiB",
+                started.elapsed().as_secs_f64(),
+                early.unwrap().0
+            );
         }
         std::thread::sleep(Duration::from_secs(15));
     }
     let (rss_end, cpu) = rss_and_cpu(pid);
     let peak = watch.peak_rss_kib();
     watch.stop()?;
-    let captures: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let captures: Vec<PathBuf> =
+        std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     let mut lost = 0u64;
     for capture in &captures {
         let out = Command::new(tracer).args(["report", "--format", "json"]).arg(capture).output()?;
         let text = String::from_utf8_lossy(&out.stdout);
-        if let Some(last) = text.lines().last().and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
+        if let Some(last) =
+            text.lines().last().and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        {
             lost += last["lost_events"].as_u64().unwrap_or(0);
         }
     }

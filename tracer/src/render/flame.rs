@@ -13,39 +13,81 @@ use crate::model::Report;
 
 const TITLE: &str = "tracer: allocation failures and memory stalls";
 
-/// Weights differ by root (see [`super::folded`]); the tooltip says so.
-const COUNT_NAME: &str = "events or µs stalled";
+/// What a flame graph's widths measure: never both in one graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlameUnit {
+    /// Time stalled, in microseconds: reclaim, compaction, throttling.
+    Time,
+    /// Events: allocation failures, OOM kills, THP splits.
+    Events,
+}
 
-const SUBTITLE: &str = "width: failures, OOM kills and THP splits by count; reclaim and compaction stalls \
-                        by microseconds stalled. Compare widths within one root only.";
+/// The folded roots whose weights are microseconds stalled.
+const TIME_ROOTS: [&str; 4] = ["direct_reclaim", "memcg_reclaim", "compaction", "dirty_throttle"];
 
-/// The flame graph as an SVG document. A report without stacks gives a
-/// small SVG that says so (inferno refuses empty input).
-pub fn render(report: &Report) -> Result<String> {
+impl FlameUnit {
+    fn takes(self, folded_line: &str) -> bool {
+        let root = folded_line.split([';', ' ']).next().unwrap_or_default();
+        TIME_ROOTS.contains(&root) == (self == FlameUnit::Time)
+    }
+
+    fn count_name(self) -> &'static str {
+        match self {
+            FlameUnit::Time => "µs stalled",
+            FlameUnit::Events => "events",
+        }
+    }
+
+    fn subtitle(self) -> &'static str {
+        match self {
+            FlameUnit::Time => {
+                "width: microseconds stalled in reclaim, compaction and dirty throttling \
+                                (--flame events for failures, OOM kills and THP splits)"
+            }
+            FlameUnit::Events => {
+                "width: allocation failures, OOM kills and THP splits by count \
+                                  (--flame time for where stalls spent their time)"
+            }
+        }
+    }
+}
+
+/// The flame graph of one unit as an SVG document. A report without such
+/// stacks gives a small SVG that says so (inferno refuses empty input).
+pub fn render(report: &Report, unit: FlameUnit) -> Result<String> {
     let folded = folded::render(report);
-    if folded.is_empty() {
-        return Ok(empty_svg());
+    let lines: Vec<&str> = folded.lines().filter(|l| unit.takes(l)).collect();
+    if lines.is_empty() {
+        return Ok(empty_svg(unit));
     }
     let mut options = Options::default();
     options.title = TITLE.into();
-    options.subtitle = Some(SUBTITLE.into());
-    options.count_name = COUNT_NAME.into();
+    options.subtitle = Some(unit.subtitle().into());
+    options.count_name = unit.count_name().into();
     options.colors = Palette::Basic(BasicPalette::Mem);
     // Colour by function name, so the same function has the same colour in
     // every graph, and the output is reproducible.
     options.hash = true;
     let mut svg = Vec::new();
-    flamegraph::from_lines(&mut options, folded.lines(), &mut svg).context("drawing the flame graph")?;
+    flamegraph::from_lines(&mut options, lines, &mut svg).context("drawing the flame graph")?;
     String::from_utf8(svg).context("inferno wrote invalid UTF-8")
 }
 
 /// A valid SVG with the title and "no stacks".
-fn empty_svg() -> String {
+fn empty_svg(unit: FlameUnit) -> String {
+    let what = match unit {
+        FlameUnit::Time => {
+            "no stall stacks: no reclaim, compaction or throttling stalls with stacks were recorded"
+        }
+        FlameUnit::Events => {
+            "no event stacks: no allocation failures, OOM kills or THP splits with stacks were recorded"
+        }
+    };
     format!(
         r#"<?xml version="1.0" standalone="no"?>
 <svg version="1.1" width="1200" height="90" viewBox="0 0 1200 90" xmlns="http://www.w3.org/2000/svg">
 <text x="600" y="30" text-anchor="middle" font-family="Verdana" font-size="17">{TITLE}</text>
-<text x="600" y="60" text-anchor="middle" font-family="Verdana" font-size="12">no stacks: no allocation failures, OOM kills, stalls or THP splits with stacks were recorded</text>
+<text x="600" y="60" text-anchor="middle" font-family="Verdana" font-size="12">{what}</text>
 </svg>
 "#
     )
@@ -122,25 +164,26 @@ mod tests {
             }],
             ..Report::default()
         };
-        let svg = render(&report).unwrap();
-        let (root, text) = parse(&svg);
+        let (root, events) = parse(&render(&report, FlameUnit::Events).unwrap());
         assert_eq!(root, "svg");
-        assert!(text.contains(TITLE), "{text}");
-        for name in
-            ["alloc_failure:order2", "__alloc_pages_noprof+0x1f2", "drv_<refill>+0x40", "direct_reclaim"]
-        {
-            assert!(text.contains(name), "{name} missing from {text}");
+        assert!(events.contains(TITLE), "{events}");
+        for name in ["alloc_failure:order2", "__alloc_pages_noprof+0x1f2", "drv_<refill>+0x40"] {
+            assert!(events.contains(name), "{name} missing from {events}");
         }
+        assert!(!events.contains("direct_reclaim"), "stall time in an events graph: {events}");
+        let (_, time) = parse(&render(&report, FlameUnit::Time).unwrap());
         // Weights reach the tooltips: 3 ms of stalls are 3,000 µs.
-        assert!(text.contains("direct_reclaim (3,000 events or µs stalled"), "{text}");
+        assert!(time.contains("direct_reclaim (3,000 µs stalled"), "{time}");
+        assert!(!time.contains("alloc_failure"), "events in a time graph: {time}");
     }
 
     #[test]
     fn empty_report_gives_valid_svg() {
-        let svg = render(&Report::default()).unwrap();
-        let (root, text) = parse(&svg);
-        assert_eq!(root, "svg");
-        assert!(text.contains(TITLE));
-        assert!(text.contains("no stacks"));
+        for unit in [FlameUnit::Time, FlameUnit::Events] {
+            let (root, text) = parse(&render(&Report::default(), unit).unwrap());
+            assert_eq!(root, "svg");
+            assert!(text.contains(TITLE));
+            assert!(text.contains("no ") && text.contains(" stacks"), "{text}");
+        }
     }
 }

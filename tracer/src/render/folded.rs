@@ -12,13 +12,15 @@
 //! | `direct_reclaim`      | `reclaim` rows' `stacks`              | stall time in µs               |
 //! | `memcg_reclaim`       | `reclaim` rows' `stacks`              | stall time in µs               |
 //! | `compaction`          | `compaction.stalls.stacks`            | stall time in µs               |
+//! | `dirty_throttle`      | `dirty.rows`' `stacks`                | pause time in µs               |
 //! | `thp_split`           | `thp.processes`                       | PMD splits + page splits       |
 //!
 //! Stall stacks weigh their total time in microseconds, rounded, and at
 //! least 1 so that a stack that stalled for less than half a microsecond
 //! is not dropped: a flame graph of stalls shows where the time went, not
 //! how many stalls there were. Everything else weighs events. Widths are
-//! therefore comparable within one root, not across roots.
+//! therefore comparable within one root, not across roots; the SVG flame
+//! graph draws one unit at a time (`--flame time|events`).
 //!
 //! After the root comes the user stack, root (outermost caller) first, then
 //! the kernel stack, root first, so the kernel leaf (where the allocation
@@ -59,6 +61,11 @@ pub fn render(report: &Report) -> String {
         let root = stall_root(row);
         for stack in &row.stacks {
             add(&root, &stack.user_stack, &stack.kernel_stack, stall_weight_us(stack.total_ms));
+        }
+    }
+    for row in report.dirty.iter().flat_map(|d| &d.rows) {
+        for stack in &row.stacks {
+            add("dirty_throttle", &stack.user_stack, &stack.kernel_stack, stall_weight_us(stack.total_ms));
         }
     }
     if let Some(thp) = &report.thp {
