@@ -127,7 +127,14 @@ fn a_capture_of_every_family_reports_what_record_printed() {
     let svg_path = scratch.path("flame.svg");
     let svg = report(&capture, &["--format", "svg", "-o", &svg_path]);
     assert!(svg.status.success(), "{}", svg.stderr);
-    assert_well_formed_svg(&std::fs::read_to_string(&svg_path).unwrap());
+    let time_svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert_well_formed_svg(&time_svg);
+    // One unit a graph: the failures are events, not time.
+    assert!(!time_svg.contains("alloc_failure"), "events in the time flame graph");
+    let events = report(&capture, &["--format", "svg", "--flame", "events"]);
+    assert!(events.status.success(), "{}", events.stderr);
+    assert_well_formed_svg(&events.stdout);
+    assert!(events.stdout.contains("__bpf_map_area_alloc"), "the failures' stacks are in the events graph");
 
     let perfetto = report(&capture, &["--format", "perfetto"]);
     assert!(perfetto.status.success(), "{}", perfetto.stderr);
