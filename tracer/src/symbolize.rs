@@ -530,8 +530,12 @@ pub fn demangle(name: &str) -> String {
 
 /// One line for a frame: `__kmalloc_node_noprof+0x4b`,
 /// `alloc_chunk+0x1c (helper.rs:42)`, `[libfoo.so+0x1234]` when only the
-/// module is known, `0xffffffff81234567` when nothing is.
+/// module is known, `0xffffffff81234567` when nothing is; the marker that
+/// ends a truncated user stack is `[truncated: why]`.
 pub fn frame_label(f: &Frame) -> String {
+    if let Some(why) = &f.truncated {
+        return format!("[truncated: {why}]");
+    }
     match (&f.symbol, &f.module, f.file_offset) {
         (Some(symbol), _, _) => {
             let offset = f.offset.map(|o| format!("+{o:#x}")).unwrap_or_default();
@@ -1142,6 +1146,8 @@ __attribute__((section(".fake_vfs_read"), noinline)) int vfs_read(int x) {
             Frame { addr: 0xffff_ffff_8123_4567, module: Some("kernel".into()), ..Default::default() };
         assert_eq!(frame_label(&unknown_kernel), "0xffffffff81234567");
         assert_eq!(frame_label(&Frame { addr: 0x42, ..Default::default() }), "0x42");
+        let marker = Frame { truncated: Some("no CFI for app".into()), ..Default::default() };
+        assert_eq!(frame_label(&marker), "[truncated: no CFI for app]");
     }
 
     #[test]
