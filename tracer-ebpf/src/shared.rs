@@ -368,7 +368,7 @@ fn copy_user_stack(dst: *mut u8, sp: u64, want: u32) -> u32 {
 #[inline(always)]
 pub fn user_stack_record<E: Copy>() -> Option<*mut E> {
     const {
-        assert!(core::mem::size_of::<E>() <= EVENT_MAX && core::mem::size_of::<E>() % 8 == 0);
+        assert!(core::mem::size_of::<E>() <= EVENT_MAX && core::mem::size_of::<E>().is_multiple_of(8));
     }
     match USER_STACK_SCRATCH.get_ptr_mut(0) {
         Some(scratch) => Some(scratch.cast::<E>()),
