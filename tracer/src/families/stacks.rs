@@ -105,8 +105,13 @@ impl Stacks {
             let unwind = (!frames.is_empty()).then(|| KERNEL_FRAME_POINTERS.to_string());
             return UserStack { frames, unwind };
         };
-        let unwound = self.unwinder.borrow_mut().unwind(pid, sample);
-        let mut frames = symbolize::normalize_user_stack(pid, &unwound.addrs);
+        let mut unwinder = self.unwinder.borrow_mut();
+        let unwound = unwinder.unwind(pid, sample);
+        // From the map the unwinder read: the process may be gone since
+        // (an OOM victim that triggered its own kill).
+        let mut frames = unwinder
+            .frames(pid, &unwound.addrs)
+            .unwrap_or_else(|| symbolize::normalize_user_stack(pid, &unwound.addrs));
         if let Some(why) = unwound.truncated {
             frames.push(Frame { truncated: Some(why), ..Frame::default() });
         }

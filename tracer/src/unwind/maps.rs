@@ -58,6 +58,8 @@ pub struct ObjectCfi {
     /// Link-time address ranges that CFI (`.eh_frame`, else
     /// `.debug_frame`, here or in its debug file) describes, sorted.
     covered: Vec<Range<u64>>,
+    /// GNU build id, hex.
+    pub build_id: Option<String>,
 }
 
 impl ObjectCfi {
@@ -123,6 +125,7 @@ impl ObjectCfi {
             },
             segments,
             covered,
+            build_id: elf.build_id().ok().flatten().map(crate::symbolize::hex),
         })
     }
 
@@ -177,6 +180,8 @@ fn debug_frame_by_build_id(build_id: &[u8], debug_dirs: &[&Path]) -> Option<Arc<
 #[derive(Clone)]
 pub struct CodeRange {
     pub range: Range<u64>,
+    /// File offset of `range.start`.
+    pub offset: u64,
     pub path: String,
     pub cfi: Option<(Arc<ObjectCfi>, u64)>,
 }
@@ -253,20 +258,43 @@ pub fn process_code(
             Some((object, bias))
         });
         for m in of_file().filter(|m| m.executable) {
-            code.push(CodeRange { range: m.range.clone(), path: m.path.clone(), cfi: cfi.clone() });
+            code.push(CodeRange {
+                range: m.range.clone(),
+                offset: m.offset,
+                path: m.path.clone(),
+                cfi: cfi.clone(),
+            });
         }
         if let Some((object, bias)) = cfi {
             modules.push(Module::new(first.path.clone(), range.clone(), bias, object.sections.clone()));
         }
     }
     for m in mappings.iter().filter(|m| m.executable && !(m.inode != 0 && m.path.starts_with('/'))) {
-        code.push(CodeRange { range: m.range.clone(), path: m.path.clone(), cfi: None });
+        code.push(CodeRange { range: m.range.clone(), offset: m.offset, path: m.path.clone(), cfi: None });
     }
     code.sort_by_key(|c| c.range.start);
     ProcessCode { modules, code }
 }
 
 impl ProcessCode {
+    /// A user frame at `addr` normalized as [`crate::symbolize`] resolves
+    /// it later, here or elsewhere: its file, file offset, build id and
+    /// link-time address. From the map read at the event, so the process
+    /// may be gone by now.
+    pub fn frame(&self, addr: u64) -> crate::model::Frame {
+        let mut frame = crate::model::Frame { addr, ..Default::default() };
+        let Some(code) = self.code_at(addr) else {
+            return frame;
+        };
+        frame.module = (!code.path.is_empty()).then(|| code.path.clone());
+        if let Some((object, bias)) = &code.cfi {
+            frame.file_offset = Some(addr - code.range.start + code.offset);
+            frame.build_id = object.build_id.clone();
+            frame.elf_addr = Some(addr.wrapping_sub(*bias));
+        }
+        frame
+    }
+
     /// The executable mapping holding `addr`.
     pub fn code_at(&self, addr: u64) -> Option<&CodeRange> {
         let i = self.code.partition_point(|c| c.range.start <= addr);

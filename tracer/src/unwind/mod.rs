@@ -276,6 +276,15 @@ impl UserUnwinder {
     }
 }
 
+impl UserUnwinder {
+    /// Frames for addresses of process `pid` as [`UserUnwinder::unwind`]
+    /// last saw it (see [`ProcessCode::frame`]); `None` if it never did.
+    pub fn frames(&self, pid: u32, addrs: &[u64]) -> Option<Vec<crate::model::Frame>> {
+        let process = self.processes.get(&pid)?;
+        Some(addrs.iter().map(|&addr| process.code.frame(addr)).collect())
+    }
+}
+
 impl Process {
     fn new(maps: String, code: ProcessCode) -> Process {
         let mut unwinder = UnwinderX86_64::new();

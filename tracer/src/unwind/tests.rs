@@ -106,22 +106,12 @@ fn unwind_dump(dump: &Dump) -> Unwound {
     unwind(&unwinder, &code, &mut CacheX86_64::new(), &dump.sample)
 }
 
-/// Frames of a stack from the recorded map, resolved from the files (the
-/// process is gone: as `tracer report` does).
+/// Frames of a stack normalized from the recorded map and resolved from
+/// the files (the process is gone: as `tracer` does for a victim that has
+/// exited, or `tracer report` elsewhere).
 fn resolve(addrs: &[u64], maps: &str) -> Vec<Frame> {
-    let maps = maps::parse_maps(maps);
-    let mut frames: Vec<Frame> = addrs
-        .iter()
-        .map(|&addr| {
-            let m = maps.iter().find(|m| m.range.contains(&addr) && m.path.starts_with('/'));
-            Frame {
-                addr,
-                module: m.map(|m| m.path.clone()),
-                file_offset: m.map(|m| addr - m.range.start + m.offset),
-                ..Frame::default()
-            }
-        })
-        .collect();
+    let (_, code) = process_from_maps(maps);
+    let mut frames: Vec<Frame> = addrs.iter().map(|&addr| code.frame(addr)).collect();
     symbolize::resolve_user_frames(&mut frames);
     frames
 }
@@ -151,6 +141,11 @@ fn unwinds_code_without_frame_pointers_from_its_cfi() {
         "{frames:#?}"
     );
     assert_eq!(frames.last().unwrap().symbol.as_deref(), Some("_start"), "{frames:#?}");
+    // Enough to resolve it again elsewhere.
+    let g = &frames[0];
+    assert!(g.module.as_deref().is_some_and(|m| m.ends_with("/nofp")), "{g:?}");
+    assert!(g.build_id.as_ref().is_some_and(|id| id.len() == 40), "{g:?}");
+    assert!(g.file_offset.is_some() && g.elf_addr.is_some(), "{g:?}");
 }
 
 #[test]
