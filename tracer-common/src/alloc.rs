@@ -30,7 +30,9 @@ pub struct AllocStats {
 }
 
 /// Streamed when a row is created, so user space can record the process's
-/// memory map (for its user stack) while the process still exists.
+/// memory map (for its user stack) while the process still exists. A
+/// [`crate::ustack::UserStackHeader`] and the stack copy follow it in the
+/// record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AllocEvent {
@@ -51,5 +53,6 @@ pub struct AllocConfig {
 }
 
 pub const ALLOC_ROWS: u32 = 4096;
-/// Ring buffer for new-row events.
-pub const ALLOC_EVENTS_BYTES: u32 = 256 * 1024;
+/// Ring buffer for new-row events, each with up to
+/// [`crate::ustack::USER_STACK_MAX`] bytes of user stack.
+pub const ALLOC_EVENTS_BYTES: u32 = 1 << 20;

@@ -18,19 +18,24 @@ pub enum Counter {
     RingbufFull = 4,
     /// An aggregation map other than the block rows was full.
     MapFull = 5,
+    /// A user stack copy for unwinding was not recorded: its registers or
+    /// stack could not be read, or the record did not fit in its ring
+    /// (the event then went without it).
+    UserStackFailed = 6,
 }
 
 /// Number of counter slots (keep in step with [`Counter`]).
 pub const COUNTER_SLOTS: u32 = 8;
 
 impl Counter {
-    pub const ALL: [Counter; 6] = [
+    pub const ALL: [Counter; 7] = [
         Counter::BlockRowsFull,
         Counter::BlockStartFailed,
         Counter::ProbeReadFailed,
         Counter::StackFailed,
         Counter::RingbufFull,
         Counter::MapFull,
+        Counter::UserStackFailed,
     ];
 
     /// Stable name used in reports.
@@ -42,6 +47,7 @@ impl Counter {
             Counter::StackFailed => "stack_capture_failed",
             Counter::RingbufFull => "ringbuf_full",
             Counter::MapFull => "map_full",
+            Counter::UserStackFailed => "user_stack_failed",
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod oom;
 pub mod stall;
 pub mod task;
 pub mod thp;
+pub mod ustack;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -33,4 +34,5 @@ mod pod {
     unsafe impl aya::Pod for crate::thp::SplitKey {}
     unsafe impl aya::Pod for crate::thp::SplitStats {}
     unsafe impl aya::Pod for crate::task::TaskFilter {}
+    unsafe impl aya::Pod for crate::ustack::UserStackConfig {}
 }

@@ -28,6 +28,8 @@ pub const STALL_STACKS: &str = "STALL_STACKS";
 pub const TASK_FILTER: &str = "TASK_FILTER";
 pub const TASK_OFFSETS: &str = "TASK_OFFSETS";
 pub const THP_SPLITS: &str = "THP_SPLITS";
+pub const USER_STACK_CONFIG: &str = "USER_STACK_CONFIG";
+pub const USER_STACK_SCRATCH: &str = "USER_STACK_SCRATCH";
 
 /// Every name above.
 pub const ALL: &[&str] = &[
@@ -56,4 +58,6 @@ pub const ALL: &[&str] = &[
     TASK_FILTER,
     TASK_OFFSETS,
     THP_SPLITS,
+    USER_STACK_CONFIG,
+    USER_STACK_SCRATCH,
 ];

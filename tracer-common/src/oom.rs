@@ -36,7 +36,8 @@ pub const OOM_KIND_REAP_START: u32 = 2;
 pub const OOM_KIND_REAP_FINISH: u32 = 3;
 
 /// One event on the OOM ring: a kill (all fields) or a reaping step
-/// (`kind`, `ts_ns`, `victim_pid` only).
+/// (`kind`, `ts_ns`, `victim_pid` only). A kill's record goes on with a
+/// [`crate::ustack::UserStackHeader`] and the trigger's user stack copy.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OomEvent {

@@ -16,7 +16,10 @@ use tracer_common::{
 
 use crate::{
     both_flavors,
-    shared::{CurrentTask, capture_stacks, count, global, has_user_stack, task_wanted},
+    shared::{
+        CurrentTask, capture_stacks, count, global, has_user_stack, send_with_user_stack, task_wanted,
+        user_stack_record,
+    },
 };
 
 /// `--min-order`.
@@ -25,7 +28,8 @@ static ALLOC_CONFIG: AllocConfig = AllocConfig { min_order: 0, _pad: 0 };
 
 #[map(name = "ALLOC_ROWS")]
 static ALLOC_ROWS_MAP: PerCpuHashMap<AllocKey, AllocStats> = PerCpuHashMap::with_max_entries(ALLOC_ROWS, 0);
-/// New rows, for user space to capture the process's mappings in time.
+/// New rows, with the user registers and stack, for user space to unwind
+/// them and capture the process's mappings in time.
 #[map]
 static ALLOC_EVENTS: RingBuf = RingBuf::with_byte_size(ALLOC_EVENTS_BYTES, 0);
 
@@ -50,7 +54,8 @@ fn on_page_alloc<F: CurrentTask, C: StackIdContext>(
     let Some(memcg_id) = task_wanted::<F>(task, tgid) else {
         return;
     };
-    let (kernel_stack, user_stack) = capture_stacks(ctx, has_user_stack::<F>(task));
+    let user = has_user_stack::<F>(task);
+    let (kernel_stack, user_stack) = capture_stacks(ctx, user);
     let key = AllocKey { kernel_stack, user_stack, order, gfp_flags: gfp as u32, tgid, _pad: 0 };
     let now = unsafe { bpf_ktime_get_ns() };
     let comm = bpf_get_current_comm().unwrap_or([0; 16]);
@@ -90,13 +95,14 @@ fn on_page_alloc<F: CurrentTask, C: StackIdContext>(
             return;
         }
     }
-    match ALLOC_EVENTS.reserve::<AllocEvent>(0) {
-        Some(mut entry) => {
-            entry.write(AllocEvent { key, ts_ns: now, memcg_id, pid, migratetype: migratetype as i32, comm });
-            entry.submit(0);
-        }
-        None => count(Counter::RingbufFull),
+    // A new row: its user stack, to unwind where frame pointers are missing.
+    let Some(record) = user_stack_record::<AllocEvent>() else {
+        return;
+    };
+    unsafe {
+        *record = AllocEvent { key, ts_ns: now, memcg_id, pid, migratetype: migratetype as i32, comm };
     }
+    send_with_user_stack(&ALLOC_EVENTS, record, user);
 }
 
 // mm_page_alloc(struct page *page, unsigned int order, gfp_t gfp_flags,

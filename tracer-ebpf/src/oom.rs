@@ -20,7 +20,8 @@ use tracer_common::{
 use crate::{
     both_flavors,
     shared::{
-        CurrentTask, Fields, capture_stacks, count, global, has_user_stack, task_memcg_id, task_wanted,
+        CurrentTask, Fields, capture_stacks, count, global, has_user_stack, send_with_user_stack,
+        task_memcg_id, task_wanted, user_stack_record,
     },
 };
 
@@ -68,14 +69,11 @@ fn on_mark_victim<F: CurrentTask, C: StackIdContext>(ctx: &C, victim: u64, uid: 
     let Some(victim_memcg) = task_wanted::<F>(victim, victim_tgid) else {
         return;
     };
-    let Some(mut entry) = OOM_EVENTS.reserve::<OomEvent>(0) else {
-        count(Counter::RingbufFull);
-        return;
-    };
     let mm = F::read::<u64>(victim, o.task_mm).unwrap_or(0);
     let signal = F::read::<u64>(victim, o.task_signal).unwrap_or(0);
     let current = F::current_task();
-    let (kernel_stack, user_stack) = capture_stacks(ctx, has_user_stack::<F>(current));
+    let user = has_user_stack::<F>(current);
+    let (kernel_stack, user_stack) = capture_stacks(ctx, user);
     let pid_tgid = bpf_get_current_pid_tgid();
     let (total_vm, anon_rss, file_rss, shmem_rss, pgtables_bytes) = if mm == 0 {
         (0, 0, 0, 0, 0)
@@ -88,7 +86,11 @@ fn on_mark_victim<F: CurrentTask, C: StackIdContext>(ctx: &C, victim: u64, uid: 
             F::read::<i64>(mm, o.mm_pgtables_bytes).unwrap_or(0).max(0) as u64,
         )
     };
-    entry.write(OomEvent {
+    let Some(record) = user_stack_record::<OomEvent>() else {
+        return;
+    };
+    let event = unsafe { &mut *record };
+    *event = OomEvent {
         kind: OOM_KIND_KILL,
         victim_pid: F::read::<i32>(victim, o.task_pid).unwrap_or(0) as u32,
         ts_ns: unsafe { bpf_ktime_get_ns() },
@@ -113,8 +115,8 @@ fn on_mark_victim<F: CurrentTask, C: StackIdContext>(ctx: &C, victim: u64, uid: 
         _pad: 0,
         trigger_comm: bpf_get_current_comm().unwrap_or([0; 16]),
         trigger_memcg: task_memcg_id::<F>(current),
-    });
-    entry.submit(0);
+    };
+    send_with_user_stack(&OOM_EVENTS, record, user);
 }
 
 /// `mark_victim(int pid)`: the victim's pid only. The kill is in the
@@ -126,12 +128,13 @@ fn on_mark_victim_pid<F: CurrentTask, C: StackIdContext>(ctx: &C, victim_pid: u3
     let Some(trigger_memcg) = task_wanted::<F>(current, (pid_tgid >> 32) as u32) else {
         return;
     };
-    let Some(mut entry) = OOM_EVENTS.reserve::<OomEvent>(0) else {
-        count(Counter::RingbufFull);
+    let user = has_user_stack::<F>(current);
+    let (kernel_stack, user_stack) = capture_stacks(ctx, user);
+    let Some(record) = user_stack_record::<OomEvent>() else {
         return;
     };
-    let (kernel_stack, user_stack) = capture_stacks(ctx, has_user_stack::<F>(current));
-    entry.write(OomEvent {
+    let event = unsafe { &mut *record };
+    *event = OomEvent {
         kind: OOM_KIND_KILL,
         victim_pid,
         ts_ns: unsafe { bpf_ktime_get_ns() },
@@ -152,8 +155,8 @@ fn on_mark_victim_pid<F: CurrentTask, C: StackIdContext>(ctx: &C, victim_pid: u3
         _pad: 0,
         trigger_comm: bpf_get_current_comm().unwrap_or([0; 16]),
         trigger_memcg,
-    });
-    entry.submit(0);
+    };
+    send_with_user_stack(&OOM_EVENTS, record, user);
 }
 
 #[inline(always)]

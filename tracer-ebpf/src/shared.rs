@@ -4,12 +4,13 @@
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
     macros::map,
-    maps::{PerCpuArray, PerCpuHashMap, StackTrace},
+    maps::{PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
     programs::tracing::StackIdContext,
 };
 use tracer_common::{
     counters::{COUNTER_SLOTS, Counter},
     task::{MEMCG_MAX_DEPTH, TaskFilter, TaskOffsets},
+    ustack::{USER_STACK_HEADER_BYTES, USER_STACK_MASK, USER_STACK_MAX, UserStackConfig, UserStackHeader},
 };
 
 /// Stack ids kept (kernel and user stacks together).
@@ -308,6 +309,117 @@ pub fn capture_stacks<C: StackIdContext>(ctx: &C, user: bool) -> (i32, i32) {
         }
     };
     (kernel, user)
+}
+
+/// `pt_regs` layout (from BTF) and the stack copy's size, set by the
+/// loader; a zero size turns user stack copies off.
+#[unsafe(no_mangle)]
+static USER_STACK_CONFIG: UserStackConfig =
+    UserStackConfig { regs_ip: 0, regs_sp: 0, regs_bp: 0, copy_bytes: 0 };
+
+/// Room for the largest event that carries a user stack.
+const EVENT_MAX: usize = 256;
+const SCRATCH_WORDS: usize = (EVENT_MAX + USER_STACK_HEADER_BYTES + USER_STACK_MAX) / 8;
+
+/// Where a record with a user stack is put together: the event, the
+/// header, the stack (too big for the 512-byte BPF stack, and a ring
+/// buffer reservation must have a constant size).
+#[map]
+static USER_STACK_SCRATCH: PerCpuArray<[u64; SCRATCH_WORDS]> = PerCpuArray::with_max_entries(1, 0);
+
+const PAGE: u64 = 4096;
+/// Sizes tried before giving up, see [`copy_user_stack`].
+const COPY_ATTEMPTS: u32 = 4;
+
+/// Copies `want` bytes of user stack from `sp` to `dst`, or fewer when
+/// that faults (the top of the stack is nearer than `want`): the copy is
+/// all or nothing, so smaller sizes are tried, each ending at a page
+/// boundary, down to the rest of `sp`'s own page. Returns the bytes
+/// copied, 0 when none could be.
+#[inline(always)]
+fn copy_user_stack(dst: *mut u8, sp: u64, want: u32) -> u32 {
+    let to_page_end = PAGE - (sp & (PAGE - 1));
+    let want = want as u64;
+    let mut k = 0;
+    while k < COPY_ATTEMPTS {
+        let size = if k == 0 {
+            want
+        } else {
+            let smaller = to_page_end + ((want >> k) & !(PAGE - 1));
+            if smaller < want { smaller } else { want }
+        };
+        // In 1..=USER_STACK_MAX whatever `size` is, as the verifier
+        // wants it proven.
+        let n = ((size as u32).wrapping_sub(1) & USER_STACK_MASK) + 1;
+        let ret = unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_user(dst.cast(), n, sp as *const core::ffi::c_void)
+        };
+        if ret == 0 {
+            return n;
+        }
+        k += 1;
+    }
+    0
+}
+
+/// This CPU's record under construction, for an event `E` that goes out
+/// with [`send_with_user_stack`]: write the event here (it is too big for
+/// the BPF stack together with the program's other locals).
+#[inline(always)]
+pub fn user_stack_record<E: Copy>() -> Option<*mut E> {
+    const {
+        assert!(core::mem::size_of::<E>() <= EVENT_MAX && core::mem::size_of::<E>().is_multiple_of(8));
+    }
+    match USER_STACK_SCRATCH.get_ptr_mut(0) {
+        Some(scratch) => Some(scratch.cast::<E>()),
+        None => {
+            count(Counter::RingbufFull);
+            None
+        }
+    }
+}
+
+/// Sends the event written at [`user_stack_record`] on `ring`, followed by
+/// a [`UserStackHeader`] and the top of the current task's user stack
+/// (`tracer_common::ustack`), for user space to unwind from CFI. `user`:
+/// whether the task has a user address space. Copies that fail, and
+/// records that do not fit (the event is then sent alone), count as
+/// [`Counter::UserStackFailed`]; an event that does not fit even alone as
+/// [`Counter::RingbufFull`].
+#[inline(always)]
+pub fn send_with_user_stack<E: Copy>(ring: &RingBuf, record: *mut E, user: bool) {
+    let event_bytes = core::mem::size_of::<E>();
+    let base = record.cast::<u8>();
+    let config = global(&USER_STACK_CONFIG);
+    let mut head = UserStackHeader { ip: 0, sp: 0, bp: 0, len: 0, requested: config.copy_bytes };
+    if user && config.copy_bytes != 0 {
+        // The registers the task entered the kernel with.
+        let regs = unsafe {
+            aya_ebpf::helpers::generated::bpf_task_pt_regs(aya_ebpf::helpers::bpf_get_current_task_btf())
+        } as u64;
+        head.ip = Probe::read::<u64>(regs, config.regs_ip).unwrap_or(0);
+        head.sp = Probe::read::<u64>(regs, config.regs_sp).unwrap_or(0);
+        head.bp = Probe::read::<u64>(regs, config.regs_bp).unwrap_or(0);
+        let data = unsafe { base.add(event_bytes + USER_STACK_HEADER_BYTES) };
+        head.len = copy_user_stack(data, head.sp, config.copy_bytes);
+        count_n(Counter::UserStackFailed, (head.len == 0) as u64);
+    }
+    unsafe { core::ptr::write(base.add(event_bytes).cast::<UserStackHeader>(), head) };
+    let len = head.len;
+    let size = if len == 0 {
+        event_bytes + USER_STACK_HEADER_BYTES
+    } else {
+        event_bytes + USER_STACK_HEADER_BYTES + ((len.wrapping_sub(1) & USER_STACK_MASK) + 1) as usize
+    };
+    let bytes = unsafe { core::slice::from_raw_parts(base, size) };
+    if ring.output::<[u8]>(bytes, 0).is_ok() {
+        return;
+    }
+    count(Counter::UserStackFailed);
+    let alone = unsafe { core::slice::from_raw_parts(base, event_bytes) };
+    if ring.output::<[u8]>(alone, 0).is_err() {
+        count(Counter::RingbufFull);
+    }
 }
 
 /// Defines a tracepoint's two entry points over one body: `$btf` (BTF

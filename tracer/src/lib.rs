@@ -23,6 +23,7 @@ pub mod report_output;
 pub mod session;
 pub mod symbolize;
 pub mod units;
+pub mod unwind;
 pub mod watch;
 
 /// The kernel programs, built by build.rs and embedded so the binary runs on

@@ -221,6 +221,11 @@ pub struct Frame {
     /// keeps no file offsets, so it is searched by this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elf_addr: Option<u64>,
+    /// Not a frame: the user stack was unwound no further, for this
+    /// reason ("no CFI for ...", "stack copy too small (8192 bytes)",
+    /// "process gone ..."). Always last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -255,6 +260,11 @@ pub struct AllocFailure {
     pub last_seen_s: f64,
     pub kernel_stack: Vec<Frame>,
     pub user_stack: Vec<Frame>,
+    /// How the user stack was unwound: "dwarf" (from the binaries' CFI),
+    /// "frame pointers", "dwarf + frame pointers", or "frame pointers (in
+    /// the kernel)" where no stack copy was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_stack_unwind: Option<String>,
 }
 
 /// Free pages per zone and order at one moment.
@@ -318,6 +328,10 @@ pub struct OomKill {
     pub reap_ms: Option<f64>,
     pub trigger_kernel_stack: Vec<Frame>,
     pub trigger_user_stack: Vec<Frame>,
+    /// How the trigger's user stack was unwound, as
+    /// [`AllocFailure::user_stack_unwind`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_user_stack_unwind: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -91,7 +91,11 @@ impl KernelSymbolizer {
                     .find_map(|path| check_vmlinux(&path, Some(id), stext, RUNNING).ok())
             }),
         };
-        let symbolizer = Symbolizer::builder().enable_code_info(true).enable_inlined_fns(true).build();
+        let symbolizer = Symbolizer::builder()
+            .enable_code_info(true)
+            .enable_inlined_fns(true)
+            .enable_demangling(false)
+            .build();
         (KernelSymbolizer { symbolizer, kallsyms: stext.is_some(), vmlinux }, warnings)
     }
 
@@ -111,7 +115,11 @@ impl KernelSymbolizer {
             why("the capture does not record where the traced kernel was loaded (kallsyms was hidden)")
         })?;
         let vmlinux = check_vmlinux(vmlinux, Some(&build_id), Some(stext), TRACED).map_err(|e| why(&e))?;
-        let symbolizer = Symbolizer::builder().enable_code_info(true).enable_inlined_fns(true).build();
+        let symbolizer = Symbolizer::builder()
+            .enable_code_info(true)
+            .enable_inlined_fns(true)
+            .enable_demangling(false)
+            .build();
         Ok(KernelSymbolizer { symbolizer, kallsyms: false, vmlinux: Some(vmlinux) })
     }
 
@@ -317,7 +325,7 @@ pub fn normalize_user_stack(pid: u32, addrs: &[u64]) -> Vec<Frame> {
             }
             // Resolved on the spot: the vDSO has no file to read later.
             Some(UserMeta::Sym(sym)) => {
-                frame.symbol = Some(sym.name.to_string());
+                frame.symbol = Some(demangle(&sym.name));
                 frame.offset = Some(sym.offset as u64);
                 frame.module =
                     Some(sym.module.as_deref().map_or("[vdso]".into(), |m| m.to_string_lossy().into_owned()));
@@ -376,7 +384,7 @@ pub fn resolve_user_frames(frames: &mut [Frame]) {
     thread_local! {
         // Keeps parsed files across stacks; blazesym reloads a file that
         // changed on disk.
-        static SYMBOLIZER: Symbolizer = Symbolizer::builder().set_debug_dirs(Some(DEBUG_DIRS)).build();
+        static SYMBOLIZER: Symbolizer = Symbolizer::builder().set_debug_dirs(Some(DEBUG_DIRS)).enable_demangling(false).build();
     }
     let debug_dirs: Vec<&Path> = DEBUG_DIRS.iter().map(Path::new).collect();
     SYMBOLIZER.with(|symbolizer| resolve_user_frames_with(symbolizer, frames, &debug_dirs));
@@ -489,7 +497,7 @@ fn fill_frames<'a>(
 /// of the first inlined function, if any), then the inlined functions
 /// outermost first, each with its own line: the model's order too.
 fn fill_frame(frame: &mut Frame, sym: &Sym, adjust: u64) {
-    frame.symbol = Some(sym.name.to_string());
+    frame.symbol = Some(demangle(&sym.name));
     frame.offset = Some(sym.offset as u64 + adjust);
     if let Some(info) = &sym.code_info {
         frame.file = Some(info.to_path().to_string_lossy().into_owned());
@@ -499,17 +507,35 @@ fn fill_frame(frame: &mut Frame, sym: &Sym, adjust: u64) {
         .inlined
         .iter()
         .map(|f| InlinedFrame {
-            symbol: f.name.to_string(),
+            symbol: demangle(&f.name),
             file: f.code_info.as_ref().map(|c| c.to_path().to_string_lossy().into_owned()),
             line: f.code_info.as_ref().and_then(|c| c.line),
         })
         .collect();
 }
 
+/// A Rust or C++ symbol name demangled; any other name as it is.
+/// (blazesym's own demangling tries every name, and reads C functions
+/// named `f` or `g` as the C++ type codes for `float` and `__float128`.)
+pub fn demangle(name: &str) -> String {
+    let mangled = name.starts_with("_Z") || name.starts_with("__Z") || name.starts_with("_R");
+    if !mangled {
+        return name.to_string();
+    }
+    if let Ok(rust) = rustc_demangle::try_demangle(name) {
+        return format!("{rust:#}");
+    }
+    cpp_demangle::Symbol::new(name).ok().and_then(|s| s.demangle().ok()).unwrap_or_else(|| name.to_string())
+}
+
 /// One line for a frame: `__kmalloc_node_noprof+0x4b`,
 /// `alloc_chunk+0x1c (helper.rs:42)`, `[libfoo.so+0x1234]` when only the
-/// module is known, `0xffffffff81234567` when nothing is.
+/// module is known, `0xffffffff81234567` when nothing is; the marker that
+/// ends a truncated user stack is `[truncated: why]`.
 pub fn frame_label(f: &Frame) -> String {
+    if let Some(why) = &f.truncated {
+        return format!("[truncated: {why}]");
+    }
     match (&f.symbol, &f.module, f.file_offset) {
         (Some(symbol), _, _) => {
             let offset = f.offset.map(|o| format!("+{o:#x}")).unwrap_or_default();
@@ -646,7 +672,8 @@ int main(int argc, char **argv) {
 
     /// Resolves with only `debug_dirs` searched, not the system's.
     fn resolve_with_debug_dirs(frames: &mut [Frame], debug_dirs: &[&Path]) {
-        let symbolizer = Symbolizer::builder().set_debug_dirs(Some(debug_dirs)).build();
+        let symbolizer =
+            Symbolizer::builder().set_debug_dirs(Some(debug_dirs)).enable_demangling(false).build();
         resolve_user_frames_with(&symbolizer, frames, debug_dirs);
     }
 
@@ -836,6 +863,47 @@ int main(int argc, char **) { fixture::Widget w; return w.compute(argc); }
         resolve_with_debug_dirs(&mut frames, &[]);
         assert_eq!(frames[0].symbol.as_deref(), Some("fixture::Widget::compute(int)"));
         assert_eq!(frames[0].line, Some(3));
+    }
+
+    #[test]
+    fn demangles_only_mangled_names() {
+        for plain in ["f", "g", "main", "vfs_read", "_start"] {
+            assert_eq!(demangle(plain), plain);
+        }
+        assert_eq!(demangle("_ZN7fixture6Widget7computeEi"), "fixture::Widget::compute(int)");
+        assert_eq!(demangle("_ZN4core3ptr13drop_in_place17h0123456789abcdefE"), "core::ptr::drop_in_place");
+        assert_eq!(demangle("_Z!not mangled"), "_Z!not mangled");
+    }
+
+    /// C functions with names of one or two letters: blazesym's demangler
+    /// took `g` for `__float128`.
+    #[test]
+    fn short_c_function_names_stay_as_they_are() {
+        let source = "__attribute__((noipa)) int g(int x) { return x * 3; }\n\
+                      __attribute__((noipa)) int f(int x) { return g(x) + 1; }\n\
+                      int main(int argc, char **argv) { (void)argv; return f(argc); }\n";
+        let dir = TempDir::new().unwrap();
+        let binary = compile(dir.path(), "short", "gcc", "c", source, &[]);
+        let inspector = Inspector::new();
+        let found = inspector
+            .lookup(&inspect::source::Source::Elf(inspect::source::Elf::new(&binary)), &["g", "f"])
+            .unwrap();
+        let mut frames: Vec<Frame> = found
+            .iter()
+            .map(|syms| Frame {
+                addr: 0x5555_0000_1000,
+                module: Some(binary.to_string_lossy().into_owned()),
+                file_offset: syms.first().expect("g and f are in the symbol table").file_offset,
+                ..Default::default()
+            })
+            .collect();
+        // Each alone: as a leaf, looked up at its own address.
+        for frame in &mut frames {
+            resolve_with_debug_dirs(std::slice::from_mut(frame), &[]);
+        }
+        let names: Vec<_> = frames.iter().map(|f| f.symbol.as_deref()).collect();
+        assert_eq!(names, [Some("g"), Some("f")]);
+        assert_eq!(frames[0].line, Some(1));
     }
 
     /// `(address, name)` of every kallsyms line, failing when addresses are
@@ -1078,6 +1146,8 @@ __attribute__((section(".fake_vfs_read"), noinline)) int vfs_read(int x) {
             Frame { addr: 0xffff_ffff_8123_4567, module: Some("kernel".into()), ..Default::default() };
         assert_eq!(frame_label(&unknown_kernel), "0xffffffff81234567");
         assert_eq!(frame_label(&Frame { addr: 0x42, ..Default::default() }), "0x42");
+        let marker = Frame { truncated: Some("no CFI for app".into()), ..Default::default() };
+        assert_eq!(frame_label(&marker), "[truncated: no CFI for app]");
     }
 
     #[test]

@@ -345,6 +345,32 @@ pub fn drain_ring<E: Copy>(
     std::task::Poll::Ready(events)
 }
 
+/// Every record waiting in a ring as its event `E` and the bytes after it
+/// (a user stack copy); `Pending` when none is (or the family has no ring
+/// yet).
+pub fn drain_ring_with_tail<E: Copy>(
+    ring: Option<&mut EventRing>,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<Vec<(E, Vec<u8>)>> {
+    let Some(ring) = ring else {
+        return std::task::Poll::Pending;
+    };
+    let std::task::Poll::Ready(Ok(mut guard)) = ring.poll_read_ready_mut(cx) else {
+        return std::task::Poll::Pending;
+    };
+    let mut events = Vec::new();
+    let size = std::mem::size_of::<E>();
+    while let Some(item) = guard.get_inner_mut().next() {
+        if item.len() >= size {
+            // Safety: as in `drain_ring`.
+            let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<E>()) };
+            events.push((event, item[size..].to_vec()));
+        }
+    }
+    guard.clear_ready();
+    std::task::Poll::Ready(events)
+}
+
 /// Every row of the per-CPU hash map `name`, summed over CPUs by `fold`
 /// (`None` leaves the row out).
 pub fn per_cpu_rows<K: aya::Pod + Ord, V: aya::Pod>(

@@ -15,14 +15,28 @@ use aya::{Ebpf, maps::StackTraceMap};
 use crate::{
     model::Frame,
     symbolize::{self, KernelSymbolizer},
+    unwind::{UserStackSample, UserUnwinder},
 };
 
 pub struct Stacks {
     vmlinux: Option<PathBuf>,
     kernel: OnceCell<KernelSymbolizer>,
     kernel_frames: RefCell<HashMap<i32, Vec<Frame>>>,
+    unwinder: RefCell<UserUnwinder>,
     warnings: RefCell<Vec<String>>,
 }
+
+/// A user stack, normalized while its process was alive, and how it was
+/// unwound (`None` when it is empty).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserStack {
+    pub frames: Vec<Frame>,
+    pub unwind: Option<String>,
+}
+
+/// What a stack id's user stack is unwound by: `bpf_get_stackid` follows
+/// frame pointers.
+pub const KERNEL_FRAME_POINTERS: &str = "frame pointers (in the kernel)";
 
 impl Stacks {
     pub fn new(vmlinux: Option<PathBuf>) -> Rc<Self> {
@@ -30,6 +44,7 @@ impl Stacks {
             vmlinux,
             kernel: OnceCell::new(),
             kernel_frames: RefCell::new(HashMap::new()),
+            unwinder: RefCell::new(UserUnwinder::default()),
             warnings: RefCell::new(Vec::new()),
         })
     }
@@ -76,6 +91,32 @@ impl Stacks {
             Some(addrs) if id >= 0 => symbolize::normalize_user_stack(pid, &addrs),
             _ => Vec::new(),
         }
+    }
+
+    /// A user stack of process `pid`, normalized now (call this while it
+    /// is alive): unwound from the event's stack copy when it has one,
+    /// else the kernel's frame-pointer walk under stack id `id`. A stack
+    /// unwound short of its end has a last, `truncated` frame saying why.
+    pub fn user_stack(&self, pid: u32, id: i32, sample: Option<&UserStackSample>, ebpf: &Ebpf) -> UserStack {
+        // No copy (copies off, or the record did not fit), or an empty one
+        // (the stack could not be read): the kernel's walk is all there is.
+        let Some(sample) = sample.filter(|s| !s.stack.is_empty()) else {
+            let frames = self.user(pid, id, ebpf);
+            let unwind = (!frames.is_empty()).then(|| KERNEL_FRAME_POINTERS.to_string());
+            return UserStack { frames, unwind };
+        };
+        let mut unwinder = self.unwinder.borrow_mut();
+        let unwound = unwinder.unwind(pid, sample);
+        // From the map the unwinder read: the process may be gone since
+        // (an OOM victim that triggered its own kill).
+        let mut frames = unwinder
+            .frames(pid, &unwound.addrs)
+            .unwrap_or_else(|| symbolize::normalize_user_stack(pid, &unwound.addrs));
+        if let Some(why) = unwound.truncated {
+            frames.push(Frame { truncated: Some(why), ..Frame::default() });
+        }
+        let unwind = Some(unwound.method.map_or("none (innermost frame only)", |m| m.as_str()).to_string());
+        UserStack { frames, unwind }
     }
 
     pub fn warnings(&self) -> Vec<String> {

@@ -10,11 +10,13 @@ use std::{
 use anyhow::{Result, bail};
 use aya::{Ebpf, EbpfLoader};
 use tracer_common::alloc::{AllocConfig, AllocEvent, AllocKey, AllocStats};
-use tracer_common::maps;
+use tracer_common::{maps, ustack::UserStackConfig};
 
 use super::{
-    EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, comm_string, drain_ring, load_and_attach,
-    per_cpu_rows, stacks::Stacks, watch_ring,
+    EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, comm_string, drain_ring_with_tail,
+    load_and_attach, per_cpu_rows,
+    stacks::{Stacks, UserStack},
+    watch_ring,
 };
 use crate::{
     kernel::{
@@ -22,8 +24,9 @@ use crate::{
         gfp::{GfpTable, migratetype_name, migratetype_names},
         zones,
     },
-    model::{AllocFailure, Frame, Report, ZoneSnapshot},
+    model::{AllocFailure, Report, ZoneSnapshot},
     symbolize,
+    unwind::{self, UserStackSample},
 };
 
 pub mod report;
@@ -54,8 +57,9 @@ pub struct AllocFamily {
     started_mono_ns: u64,
     flavor: Option<ProgramFlavor>,
     events: Option<EventRing>,
+    user_stack_config: UserStackConfig,
     /// User stacks normalized while their process was alive.
-    user_stacks: HashMap<(u32, i32), Vec<Frame>>,
+    user_stacks: HashMap<AllocKey, UserStack>,
     stacks: Rc<Stacks>,
     cgroups: Option<Cgroups>,
     snapshot_orders: BTreeSet<u32>,
@@ -80,6 +84,9 @@ impl AllocFamily {
             GfpTable::builtin()
         });
         let migratetypes = env.btf.as_ref().map(migratetype_names).unwrap_or_default();
+        let (user_stack_config, warning) =
+            unwind::config_or_off(&env.btf, tracer_common::ustack::USER_STACK_DEFAULT);
+        warnings.extend(warning);
         Ok(Self {
             config: AllocConfig { min_order: options.min_order, _pad: 0 },
             gfp,
@@ -87,6 +94,7 @@ impl AllocFamily {
             started_mono_ns: env.started_mono_ns,
             flavor: None,
             events: None,
+            user_stack_config,
             user_stacks: HashMap::new(),
             stacks,
             cgroups: Cgroups::find(),
@@ -102,11 +110,13 @@ impl AllocFamily {
         mono_ns.saturating_sub(self.started_mono_ns) as f64 / 1e9
     }
 
-    /// A new failure row: capture what only exists now.
-    fn on_event(&mut self, event: &AllocEvent, ebpf: &Ebpf) {
-        let key = (event.key.tgid, event.key.user_stack);
-        if event.key.user_stack >= 0 && !self.user_stacks.contains_key(&key) {
-            self.user_stacks.insert(key, self.stacks.user(event.key.tgid, event.key.user_stack, ebpf));
+    /// A new failure row: capture what only exists now. `tail` is what
+    /// follows the event in its record: the user stack copy.
+    fn on_event(&mut self, event: &AllocEvent, tail: &[u8], ebpf: &Ebpf) {
+        let sample = UserStackSample::from_record_tail(tail);
+        if (event.key.user_stack >= 0 || sample.is_some()) && !self.user_stacks.contains_key(&event.key) {
+            let stack = self.stacks.user_stack(event.key.tgid, event.key.user_stack, sample.as_ref(), ebpf);
+            self.user_stacks.insert(event.key, stack);
         }
         if self.snapshot_orders.insert(event.key.order) {
             let at = self.seconds_since_start(event.ts_ns);
@@ -128,6 +138,7 @@ impl Family for AllocFamily {
 
     fn configure<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
         loader.override_global(maps::ALLOC_CONFIG, &self.config, true);
+        loader.override_global(maps::USER_STACK_CONFIG, &self.user_stack_config, true);
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, env: &KernelEnv) -> Result<()> {
@@ -137,11 +148,11 @@ impl Family for AllocFamily {
     }
 
     fn poll_events(&mut self, cx: &mut Context<'_>, ebpf: &Ebpf) -> Poll<()> {
-        let Poll::Ready(batch) = drain_ring::<AllocEvent>(self.events.as_mut(), cx) else {
+        let Poll::Ready(batch) = drain_ring_with_tail::<AllocEvent>(self.events.as_mut(), cx) else {
             return Poll::Pending;
         };
-        for event in &batch {
-            self.on_event(event, ebpf);
+        for (event, tail) in &batch {
+            self.on_event(event, tail, ebpf);
         }
         Poll::Ready(())
     }
@@ -163,13 +174,13 @@ impl Family for AllocFamily {
                 continue;
             }
             let kernel_stack = self.stacks.kernel(key.kernel_stack, ebpf);
-            let user_key = (key.tgid, key.user_stack);
-            if key.user_stack >= 0 && !self.user_stacks.contains_key(&user_key) {
+            if key.user_stack >= 0 && !self.user_stacks.contains_key(key) {
                 // The event was lost or not handled yet: normalize now if
                 // the process still exists (else addresses only).
-                self.user_stacks.insert(user_key, self.stacks.user(key.tgid, key.user_stack, ebpf));
+                self.user_stacks.insert(*key, self.stacks.user_stack(key.tgid, key.user_stack, None, ebpf));
             }
-            let mut user_stack = self.user_stacks.get(&user_key).cloned().unwrap_or_default();
+            let UserStack { frames: mut user_stack, unwind: user_stack_unwind } =
+                self.user_stacks.get(key).cloned().unwrap_or_default();
             symbolize::resolve_user_frames(&mut user_stack);
             let cgroup = self.cgroups.as_mut().and_then(|c| c.path_of(stats.memcg_id)).unwrap_or_default();
             rows.push(AllocFailure {
@@ -186,6 +197,7 @@ impl Family for AllocFamily {
                 last_seen_s: self.seconds_since_start(stats.last_ns),
                 kernel_stack,
                 user_stack,
+                user_stack_unwind,
             });
         }
         if scope == Scope::Interval {

@@ -54,7 +54,7 @@ fn render_alloc(out: &mut String, rows: &[AllocFailure], zones: &[ZoneSnapshot])
             row.pid, row.comm, row.first_seen_s, row.last_seen_s
         );
         render_stack(out, "kernel stack", &row.kernel_stack);
-        render_stack(out, "user stack", &row.user_stack);
+        render_stack(out, &user_stack_title("user stack", row.user_stack_unwind.as_deref()), &row.user_stack);
     }
     for snapshot in zones {
         let _ =
@@ -75,6 +75,15 @@ fn render_alloc(out: &mut String, rows: &[AllocFailure], zones: &[ZoneSnapshot])
                 zone.free_blocks.iter().zip(&widths).map(|(n, w)| format!("{n:>w$}")).collect();
             let _ = writeln!(out, "     node {} {:<8} {}", zone.node, zone.zone, counts.join(" "));
         }
+    }
+}
+
+/// `user stack (dwarf)`: a user stack's title says how it was unwound,
+/// when the capture knows.
+pub fn user_stack_title(title: &str, unwind: Option<&str>) -> String {
+    match unwind {
+        Some(how) => format!("{title} ({how})"),
+        None => title.to_string(),
     }
 }
 

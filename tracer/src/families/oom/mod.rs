@@ -8,20 +8,23 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use aya::{Ebpf, EbpfLoader, maps::PerCpuArray};
-use tracer_common::maps;
 use tracer_common::oom::{
     OOM_COUNT_COMPACT_RETRY, OOM_COUNT_RECLAIM_RETRY, OOM_KIND_KILL, OOM_KIND_REAP_FINISH,
     OOM_KIND_REAP_START, OomEvent, OomOffsets,
 };
+use tracer_common::{maps, ustack::UserStackConfig};
 
 use super::{
-    EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, Tracepoints, comm_string, drain_ring,
-    load_and_attach, present_tracepoints, stacks::Stacks, tracepoint_hooks, watch_ring,
+    EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, Tracepoints, comm_string, drain_ring_with_tail,
+    load_and_attach, present_tracepoints,
+    stacks::{Stacks, UserStack},
+    tracepoint_hooks, watch_ring,
 };
 use crate::{
     kernel::{btf::KernelBtf, cgroups::Cgroups},
     model::{Frame, OomKill, OomRetries, Report},
     symbolize,
+    unwind::{self, UserStackSample},
 };
 
 pub mod report;
@@ -56,13 +59,14 @@ struct Kill {
     cgroup: String,
     trigger_cgroup: String,
     limit: Option<(String, u64, u64)>,
-    user_stack: Vec<Frame>,
+    user_stack: UserStack,
     reap_start_ns: Option<u64>,
     reap_finish_ns: Option<u64>,
 }
 
 pub struct OomFamily {
     offsets: OomOffsets,
+    user_stack_config: UserStackConfig,
     started_mono_ns: u64,
     page_kb: u64,
     flavor: Option<ProgramFlavor>,
@@ -126,8 +130,12 @@ impl OomFamily {
             );
         }
         let page_kb = (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) / 1024) as u64;
+        let (user_stack_config, warning) =
+            unwind::config_or_off(&env.btf, tracer_common::ustack::USER_STACK_DEFAULT);
+        warnings.extend(warning);
         Ok(Self {
             offsets,
+            user_stack_config,
             started_mono_ns: env.started_mono_ns,
             page_kb,
             flavor: None,
@@ -143,7 +151,9 @@ impl OomFamily {
         })
     }
 
-    fn on_event(&mut self, event: &OomEvent, ebpf: &Ebpf) {
+    /// `tail`: what follows the event in its record (a kill's user stack
+    /// copy).
+    fn on_event(&mut self, event: &OomEvent, tail: &[u8], ebpf: &Ebpf) {
         match event.kind {
             OOM_KIND_KILL => {
                 let mut event = *event;
@@ -162,7 +172,13 @@ impl OomFamily {
                 let cgroup = path(&mut self.cgroups, event.victim_memcg);
                 let trigger_cgroup = path(&mut self.cgroups, event.trigger_memcg);
                 let limit = self.cgroups.as_ref().and_then(|c| limited_ancestor(c, &trigger_cgroup));
-                let user_stack = self.stacks.user(event.trigger_tgid, event.trigger_user_stack, ebpf);
+                let sample = UserStackSample::from_record_tail(tail);
+                let user_stack = self.stacks.user_stack(
+                    event.trigger_tgid,
+                    event.trigger_user_stack,
+                    sample.as_ref(),
+                    ebpf,
+                );
                 self.kills.push(Kill {
                     event: *event,
                     cgroup,
@@ -241,6 +257,7 @@ impl Family for OomFamily {
 
     fn configure<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
         loader.override_global(maps::OOM_OFFSETS, &self.offsets, true);
+        loader.override_global(maps::USER_STACK_CONFIG, &self.user_stack_config, true);
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, env: &KernelEnv) -> Result<()> {
@@ -256,11 +273,11 @@ impl Family for OomFamily {
     }
 
     fn poll_events(&mut self, cx: &mut Context<'_>, ebpf: &Ebpf) -> Poll<()> {
-        let Poll::Ready(batch) = drain_ring::<OomEvent>(self.events.as_mut(), cx) else {
+        let Poll::Ready(batch) = drain_ring_with_tail::<OomEvent>(self.events.as_mut(), cx) else {
             return Poll::Pending;
         };
-        for event in &batch {
-            self.on_event(event, ebpf);
+        for (event, tail) in &batch {
+            self.on_event(event, tail, ebpf);
         }
         Poll::Ready(())
     }
@@ -283,7 +300,7 @@ impl Family for OomFamily {
             let e = self.kills[i].event;
             let trigger_kernel_stack = self.stacks.kernel(e.trigger_kernel_stack, ebpf);
             let kill = &mut self.kills[i];
-            symbolize::resolve_user_frames(&mut kill.user_stack);
+            symbolize::resolve_user_frames(&mut kill.user_stack.frames);
             let since = |ns: Option<u64>| ns.map(|t| t.saturating_sub(e.ts_ns) as f64 / 1e6);
             rows.push(OomKill {
                 at_s: e.ts_ns.saturating_sub(self.started_mono_ns) as f64 / 1e9,
@@ -307,7 +324,8 @@ impl Family for OomFamily {
                 reap_start_ms: since(kill.reap_start_ns),
                 reap_ms: since(kill.reap_finish_ns),
                 trigger_kernel_stack,
-                trigger_user_stack: kill.user_stack.clone(),
+                trigger_user_stack: kill.user_stack.frames.clone(),
+                trigger_user_stack_unwind: kill.user_stack.unwind.clone(),
             });
         }
         let base = if scope == Scope::Interval {

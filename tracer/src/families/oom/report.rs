@@ -136,7 +136,11 @@ fn render_kill(out: &mut String, kill: &OomKill) {
     };
     let _ = writeln!(out, "     {reaped}");
     render_stack(out, "trigger kernel stack", &kill.trigger_kernel_stack);
-    render_stack(out, "trigger user stack", &kill.trigger_user_stack);
+    let title = super::super::alloc::report::user_stack_title(
+        "trigger user stack",
+        kill.trigger_user_stack_unwind.as_deref(),
+    );
+    render_stack(out, &title, &kill.trigger_user_stack);
 }
 
 /// Adds one interval's rows into the whole run's (replaying a capture).
