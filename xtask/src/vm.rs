@@ -514,6 +514,8 @@ export TRACER_BIN={tracer}
 {debug}
 uname -r > $R/uname
 $TRACER_BIN probes > $R/probes.txt 2>&1
+# Why a family fell back (a verifier's refusal of tp_btf, say), for the record.
+$TRACER_BIN -v trace --duration 2s > /dev/null 2> $R/trace-verbose.txt
 echo "$(cut -d' ' -f1 /proc/uptime)" > $R/first-test-at
 "#,
         root = kernel.root.display(),
