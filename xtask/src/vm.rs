@@ -530,8 +530,12 @@ echo "$(cut -d' ' -f1 /proc/uptime)" > $R/first-test-at
         },
     );
     for (name, exe) in exes {
+        // /proc/vmstat around each executable: what the kernel did (kswapd
+        // or direct reclaim, OOM kills) when a test says it saw nothing.
         s.push_str(&format!(
-            "timeout 600 {} --test-threads=2 {} > $R/test-{name}.txt 2>&1; echo $? > $R/test-{name}.rc\n",
+            "cp /proc/vmstat $R/vmstat-before-{name}.txt\n\
+             timeout 600 {} --test-threads=2 {} > $R/test-{name}.txt 2>&1; echo $? > $R/test-{name}.rc\n\
+             cp /proc/vmstat $R/vmstat-after-{name}.txt\n",
             exe.display(),
             filter.join(" ")
         ));
