@@ -251,6 +251,22 @@ impl Family for OomFamily {
     }
 
     fn sample(&mut self, ebpf: &mut Ebpf) -> Result<()> {
+        // Kills still in the ring, whether or not its wakeup came: a stop
+        // (Ctrl-C) is handled before pending events, and the last kills
+        // would otherwise be missing from the final report (seen on 6.1
+        // under emulation, where handling a kill takes a while).
+        let mut pending = Vec::new();
+        if let Some(ring) = self.events.as_mut() {
+            while let Some(item) = ring.get_mut().next() {
+                if item.len() >= std::mem::size_of::<OomEvent>() {
+                    // Safety: the kernel side writes an OomEvent per record.
+                    pending.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<OomEvent>()) });
+                }
+            }
+        }
+        for event in &pending {
+            self.on_event(event, ebpf);
+        }
         let counts: PerCpuArray<_, u64> =
             PerCpuArray::try_from(ebpf.map("OOM_COUNTS").context("OOM_COUNTS map")?)?;
         for (slot, out) in
