@@ -134,6 +134,13 @@ fn alloc_fail(memcg: &std::path::Path, max_failures: u32) {
     // OOM-killed instead of failing the kernel's allocation.
     let mut fds: Vec<i64> = vec![-1; 100_000];
     fds.clear();
+    // Likewise the kernel's file descriptor table: grown now (it never
+    // shrinks), not by a map's descriptor at the limit, whose charge
+    // (GFP_KERNEL_ACCOUNT, not __GFP_NORETRY) would OOM-kill this process.
+    unsafe {
+        assert_eq!(libc::dup2(0, 4095), 4095, "growing the fd table");
+        libc::close(4095);
+    }
     println!("{{\"pid\":{}}}", std::process::id());
     std::io::stdout().flush().unwrap();
     wait_for("go");
