@@ -138,8 +138,13 @@ fn alloc_fail(memcg: &std::path::Path, max_failures: u32) {
     // shrinks), not by a map's descriptor at the limit, whose charge
     // (GFP_KERNEL_ACCOUNT, not __GFP_NORETRY) would OOM-kill this process.
     unsafe {
-        assert_eq!(libc::dup2(0, 4095), 4095, "growing the fd table");
-        libc::close(4095);
+        // The highest descriptor the limit allows (1024 in a guest), for
+        // the largest table.
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        let top = (limit.rlim_cur.min(4096) as i32) - 1;
+        assert_eq!(libc::dup2(0, top), top, "growing the fd table: {}", std::io::Error::last_os_error());
+        libc::close(top);
     }
     println!("{{\"pid\":{}}}", std::process::id());
     std::io::stdout().flush().unwrap();
