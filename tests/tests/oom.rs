@@ -28,6 +28,16 @@ fn logged_anon_rss_kb(pid: u64) -> Option<u64> {
     rest.split("kB").next()?.trim().parse().ok()
 }
 
+/// The kernel log's lines containing any of `needles`.
+fn kernel_log_lines(needles: &[&str]) -> String {
+    let out = std::process::Command::new("dmesg").output().map(|o| o.stdout).unwrap_or_default();
+    String::from_utf8_lossy(&out)
+        .lines()
+        .filter(|l| needles.iter().any(|n| l.contains(n)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Kernels whose `oom:mark_victim` carries the victim's pid only (6.1,
 /// whose Debian build also has the uid): its format has no sizes.
 fn victim_is_pid_only() -> bool {
@@ -108,7 +118,10 @@ fn a_memcg_oom_kill_matches_the_kernels_counters() {
         let anon = kill["anon_rss_kb"].as_u64().unwrap();
         let logged = logged_anon_rss_kb(pid).expect("the kernel logged the kill");
         assert!(anon.abs_diff(logged) <= 8, "anon RSS {anon} kB vs {logged} kB logged by the kernel");
-        assert!(anon >= 40 << 10, "the victim held its 40 MiB: {anon} kB");
+        // Before 6.2 a task caches up to 64 page counts of its own before
+        // they reach its mm (SPLIT_RSS_COUNTING): the kernel's figure (what
+        // tracer reads, and logged above) can be short by that much.
+        assert!(anon + 64 * 4 >= 40 << 10, "the victim held its 40 MiB: {anon} kB");
     }
     let frame = kill["trigger_user_stack"]
         .as_array()
@@ -147,7 +160,14 @@ fn several_kills_at_once_lose_none() {
     let kills = report["oom_kills"].as_array().unwrap();
     let victims: Vec<u64> = kills.iter().map(|k: &Value| k["victim_pid"].as_u64().unwrap()).collect();
     assert_eq!(cg, 4, "one kill per hog");
-    assert_eq!(kills.len() as u64, cg, "tracer {victims:?} vs the cgroup's oom_kill");
+    assert_eq!(
+        kills.len() as u64,
+        cg,
+        "tracer {victims:?} vs the cgroup's oom_kill; lost: {}, warnings: {}; the kernel's log:\n{}",
+        report["lost"],
+        report["warnings"],
+        kernel_log_lines(&["Killed process", "oom-kill:", "Out of memory", "reaped process"])
+    );
     assert_eq!(kills.len() as u64, vm, "tracer vs /proc/vmstat oom_kill");
     for pid in pids {
         assert!(victims.contains(&pid), "hog {pid} not among the victims {victims:?}");

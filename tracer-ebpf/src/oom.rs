@@ -20,7 +20,7 @@ use tracer_common::{
 use crate::{
     both_flavors,
     shared::{
-        CurrentTask, Fields, capture_stacks, count, global, has_user_stack, send_with_user_stack,
+        CurrentTask, Fields, Probe, capture_stacks, count, global, has_user_stack, send_with_user_stack,
         task_memcg_id, task_wanted, user_stack_record,
     },
 };
@@ -50,11 +50,15 @@ static OOM_EVENTS: RingBuf = RingBuf::with_byte_size(OOM_EVENTS_BYTES, 0);
 #[map]
 static OOM_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(OOM_COUNT_SLOTS, 0);
 
-/// One mm counter, as `get_mm_counter` reads it (never negative).
+/// One mm counter, as `get_mm_counter` reads it (never negative). Always
+/// copied with `bpf_probe_read_kernel`, in the tp_btf program too: before
+/// 6.2 the counters are an array of `atomic_long_t`, a typedef, and 6.1's
+/// verifier refuses a direct load into it ("Type 'atomic_long_t' is not a
+/// struct"), which cost 6.1 its tp_btf OOM program.
 #[inline(always)]
-fn rss_pages<F: Fields>(mm: u64, index: u32, o: &OomOffsets) -> u64 {
+fn rss_pages(mm: u64, index: u32, o: &OomOffsets) -> u64 {
     let at = o.mm_rss_stat + index * o.rss_stride + o.rss_count;
-    F::read::<i64>(mm, at).unwrap_or(0).max(0) as u64
+    Probe::read::<i64>(mm, at).unwrap_or(0).max(0) as u64
 }
 
 #[inline(always)]
@@ -80,9 +84,9 @@ fn on_mark_victim<F: CurrentTask, C: StackIdContext>(ctx: &C, victim: u64, uid: 
     } else {
         (
             F::read::<u64>(mm, o.mm_total_vm).unwrap_or(0),
-            rss_pages::<F>(mm, o.rss_anon, &o),
-            rss_pages::<F>(mm, o.rss_file, &o),
-            rss_pages::<F>(mm, o.rss_shmem, &o),
+            rss_pages(mm, o.rss_anon, &o),
+            rss_pages(mm, o.rss_file, &o),
+            rss_pages(mm, o.rss_shmem, &o),
             F::read::<i64>(mm, o.mm_pgtables_bytes).unwrap_or(0).max(0) as u64,
         )
     };

@@ -68,43 +68,17 @@ pub const SERIES: &[Series] = &[
 /// each with that reason: (series, test, why). They still run, and the
 /// table lists them with their outcome; any other failure fails the run.
 pub const KNOWN_FAILURES: &[(&str, &str, &str)] = &[
-    (
-        "6.1",
-        "direct_reclaim_entries_equal_allocstall",
-        "an emulated 4 GiB guest: kswapd keeps up with the workload at TCG speed, so no task enters \
-         direct reclaim and there is nothing to count",
-    ),
-    (
-        "6.1",
-        "several_kills_at_once_lose_none",
-        "6.1 counts a kill (oom_kill) of a task already marked as a victim without a second \
-         oom:mark_victim (mark_oom_victim returns early on TIF_MEMDIE); under emulation four hogs \
-         sometimes hit it",
-    ),
-    (
-        "6.1",
-        "a_memcg_oom_kill_matches_the_kernels_counters",
-        "oom falls back to raw_tp on 6.1: its tp_btf mark_victim program is rejected there (not yet \
-         investigated); the test requires tp_btf",
-    ),
-    (
-        "6.1",
-        "allocation_failures_match_ftrace_and_resolve_to_the_helpers_code",
-        "the allocation-failure helper is sometimes OOM-killed under emulation instead of failing its \
-         map creations (its tight memcg has no reclaimable page cache in the guest)",
-    ),
-    (
-        "6.1",
-        "kernel_frames_have_file_and_line_from_the_distributions_vmlinux",
-        "uses the same allocation-failure helper as above",
-    ),
-    (
-        "6.1",
-        "a_capture_of_every_family_reports_what_record_printed",
-        "its OOM-killed hog is sometimes not reported on 6.1 under emulation (the same early return \
-         of mark_oom_victim is the suspect; not yet understood)",
-    ),
+    ("6.1", "direct_reclaim_entries_equal_allocstall", DIRECT_RECLAIM_IN_A_GUEST),
+    ("6.1-rt", "direct_reclaim_entries_equal_allocstall", DIRECT_RECLAIM_IN_A_GUEST),
+    ("6.12", "direct_reclaim_entries_equal_allocstall", DIRECT_RECLAIM_IN_A_GUEST),
 ];
+
+/// Why the direct reclaim test has nothing to count in these guests.
+const DIRECT_RECLAIM_IN_A_GUEST: &str = "emulated 2-vCPU guest: kswapd keeps up. With the page cache full and vm.min_free_kbytes raised \
+         above free memory, the anonymous burst still never finds a zone under its min watermark: in \
+         the memory tests kswapd scanned ~365-387K pages (pgscan_kswapd) and allocstall_* and \
+         pgscan_direct stayed 0 (vmstat-*-memory.txt in the results). Nothing to count; deterministic \
+         direct reclaim here needs kswapd kept off the CPU (not done)";
 
 fn known_failure(series: &str, test: &str) -> Option<&'static str> {
     KNOWN_FAILURES.iter().find(|(s, t, _)| *s == series && *t == test).map(|(_, _, why)| *why)
@@ -514,6 +488,8 @@ export TRACER_BIN={tracer}
 {debug}
 uname -r > $R/uname
 $TRACER_BIN probes > $R/probes.txt 2>&1
+# Why a family fell back (a verifier's refusal of tp_btf, say), for the record.
+$TRACER_BIN -v trace --duration 2s > /dev/null 2> $R/trace-verbose.txt
 echo "$(cut -d' ' -f1 /proc/uptime)" > $R/first-test-at
 "#,
         root = kernel.root.display(),
@@ -528,8 +504,12 @@ echo "$(cut -d' ' -f1 /proc/uptime)" > $R/first-test-at
         },
     );
     for (name, exe) in exes {
+        // /proc/vmstat around each executable: what the kernel did (kswapd
+        // or direct reclaim, OOM kills) when a test says it saw nothing.
         s.push_str(&format!(
-            "timeout 600 {} --test-threads=2 {} > $R/test-{name}.txt 2>&1; echo $? > $R/test-{name}.rc\n",
+            "cp /proc/vmstat $R/vmstat-before-{name}.txt\n\
+             timeout 600 {} --test-threads=2 {} > $R/test-{name}.txt 2>&1; echo $? > $R/test-{name}.rc\n\
+             cp /proc/vmstat $R/vmstat-after-{name}.txt\n",
             exe.display(),
             filter.join(" ")
         ));

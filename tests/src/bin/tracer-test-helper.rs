@@ -134,6 +134,18 @@ fn alloc_fail(memcg: &std::path::Path, max_failures: u32) {
     // OOM-killed instead of failing the kernel's allocation.
     let mut fds: Vec<i64> = vec![-1; 100_000];
     fds.clear();
+    // Likewise the kernel's file descriptor table: grown now (it never
+    // shrinks), not by a map's descriptor at the limit, whose charge
+    // (GFP_KERNEL_ACCOUNT, not __GFP_NORETRY) would OOM-kill this process.
+    unsafe {
+        // The highest descriptor the limit allows (1024 in a guest), for
+        // the largest table.
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        let top = (limit.rlim_cur.min(4096) as i32) - 1;
+        assert_eq!(libc::dup2(0, top), top, "growing the fd table: {}", std::io::Error::last_os_error());
+        libc::close(top);
+    }
     println!("{{\"pid\":{}}}", std::process::id());
     std::io::stdout().flush().unwrap();
     wait_for("go");

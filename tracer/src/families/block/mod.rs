@@ -153,6 +153,18 @@ pub fn op_category(req_op_name: &str) -> &'static str {
     }
 }
 
+impl BlockFamily {
+    fn keep_slow(&mut self, batch: Vec<SlowRequest>) {
+        let with_comms = batch.into_iter().map(|request| {
+            // Named by the kernel when the request started: the process
+            // may be gone by now.
+            let end = request.comm.iter().position(|&b| b == 0).unwrap_or(request.comm.len());
+            (request, String::from_utf8_lossy(&request.comm[..end]).into_owned())
+        });
+        self.slow.extend(with_comms, |(r, _)| r.latency_ns, |(r, _)| r.ts_ns);
+    }
+}
+
 impl Family for BlockFamily {
     fn name(&self) -> &'static str {
         "block"
@@ -192,17 +204,24 @@ impl Family for BlockFamily {
         let Poll::Ready(batch) = drain_ring::<SlowRequest>(self.events.as_mut(), cx) else {
             return Poll::Pending;
         };
-        let with_comms = batch.into_iter().map(|request| {
-            // Named by the kernel when the request started: the process
-            // may be gone by now.
-            let end = request.comm.iter().position(|&b| b == 0).unwrap_or(request.comm.len());
-            (request, String::from_utf8_lossy(&request.comm[..end]).into_owned())
-        });
-        self.slow.extend(with_comms, |(r, _)| r.latency_ns, |(r, _)| r.ts_ns);
+        self.keep_slow(batch);
         Poll::Ready(())
     }
 
     fn sample(&mut self, ebpf: &mut Ebpf) -> Result<()> {
+        // Slow requests still in the ring, whether or not its wakeup came:
+        // a stop (Ctrl-C) is handled before pending events, and the last
+        // ones would otherwise be left out of the final report.
+        let mut pending = Vec::new();
+        if let Some(ring) = self.events.as_mut() {
+            while let Some(item) = ring.get_mut().next() {
+                if item.len() >= std::mem::size_of::<SlowRequest>() {
+                    // Safety: the kernel side writes a SlowRequest per record.
+                    pending.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<SlowRequest>()) });
+                }
+            }
+        }
+        self.keep_slow(pending);
         self.latest = per_cpu_rows(ebpf, maps::BLOCK_ROWS, |cpus| {
             let mut total = BlockStats::zeroed();
             for stats in cpus.iter() {

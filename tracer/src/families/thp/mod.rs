@@ -302,8 +302,12 @@ pub fn probe_hooks(env: &KernelEnv) -> Vec<Hook> {
             available: vmstat,
             used: vmstat,
             required: true,
-            note: "fallback: the kernel's global counters, sampled per interval (no per-process detail)"
-                .into(),
+            note: if vmstat {
+                "fallback: the kernel's global counters, sampled per interval (no per-process detail)".into()
+            } else {
+                // PREEMPT_RT kernels are built without THP.
+                "no transparent huge pages on this kernel (no thp_split_* in /proc/vmstat)".into()
+            },
         },
     ]
 }
