@@ -558,6 +558,19 @@ pub fn frame_labels(f: &Frame) -> Vec<String> {
     std::iter::once(frame_label(f)).chain(inlined).collect()
 }
 
+/// Labels for flame graphs, caller first: the function alone (no offset,
+/// no line), so that frames of one function merge into one box; a frame
+/// without a symbol is its module, or `[unknown]`, never an address.
+pub fn flame_labels(f: &Frame) -> Vec<String> {
+    let own = match (&f.truncated, &f.symbol, &f.module) {
+        (Some(_), _, _) => "[truncated]".to_string(),
+        (None, Some(symbol), _) => symbol.clone(),
+        (None, None, Some(module)) => format!("[{}]", file_name(module)),
+        (None, None, None) => "[unknown]".to_string(),
+    };
+    std::iter::once(own).chain(f.inlined.iter().map(|i| format!("{} [inlined]", i.symbol))).collect()
+}
+
 /// ` (file.c:42)`, or nothing without a file.
 fn source_suffix(file: Option<&str>, line: Option<u32>) -> String {
     match (file, line) {

@@ -167,7 +167,7 @@ mod tests {
         let (root, events) = parse(&render(&report, FlameUnit::Events).unwrap());
         assert_eq!(root, "svg");
         assert!(events.contains(TITLE), "{events}");
-        for name in ["alloc_failure:order2", "__alloc_pages_noprof+0x1f2", "drv_<refill>+0x40"] {
+        for name in ["alloc_failure:order2", "__alloc_pages_noprof", "drv_<refill>"] {
             assert!(events.contains(name), "{name} missing from {events}");
         }
         assert!(!events.contains("direct_reclaim"), "stall time in an events graph: {events}");

@@ -22,56 +22,61 @@
 //! therefore comparable within one root, not across roots; the SVG flame
 //! graph draws one unit at a time (`--flame time|events`).
 //!
-//! After the root comes the user stack, root (outermost caller) first, then
-//! the kernel stack, root first, so the kernel leaf (where the allocation
-//! failed or the task stalled) is the innermost frame. A frame with inlined
-//! functions gives one frame per function, caller first
-//! ([`frame_labels`]). An entry without stacks gives a line with the root
-//! frame alone, so its weight still counts.
+//! After the root comes the process's name, then the user stack, root
+//! (outermost caller) first, then the kernel stack, root first, so the
+//! kernel leaf (where the allocation failed or the task stalled) is the
+//! innermost frame. Frames are function names alone, without offsets or
+//! lines, so that one function is one box; a frame with inlined functions
+//! gives one frame per function, caller first ([`flame_labels`]). An entry
+//! without stacks gives a line with the root and process frames alone, so
+//! its weight still counts.
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use crate::{
     model::{Frame, Report, StallRow},
-    symbolize::frame_labels,
+    symbolize::flame_labels,
 };
 
 /// The folded lines of `report`, sorted, identical stacks merged (weights
 /// added), each ending in a newline; empty when there are no stacks.
 pub fn render(report: &Report) -> String {
     let mut stacks: BTreeMap<String, u64> = BTreeMap::new();
-    let mut add = |root: &str, user: &[Frame], kernel: &[Frame], weight: u64| {
+    let mut add = |root: &str, process: &str, user: &[Frame], kernel: &[Frame], weight: u64| {
         if weight == 0 {
             return;
         }
-        let stack = fold(root, user, kernel);
+        let stack = fold(root, process, user, kernel);
         let total = stacks.entry(stack).or_default();
         *total = total.saturating_add(weight);
     };
 
     for failure in &report.alloc_failures {
         let root = format!("alloc_failure:order{}", failure.order);
-        add(&root, &failure.user_stack, &failure.kernel_stack, failure.count);
+        add(&root, &failure.comm, &failure.user_stack, &failure.kernel_stack, failure.count);
     }
     for kill in &report.oom_kills {
-        add("oom_kill", &kill.trigger_user_stack, &kill.trigger_kernel_stack, 1);
+        add("oom_kill", &kill.trigger_comm, &kill.trigger_user_stack, &kill.trigger_kernel_stack, 1);
     }
     let stall_rows = report.reclaim.iter().chain(report.compaction.as_ref().map(|c| &c.stalls));
     for row in stall_rows {
         let root = stall_root(row);
         for stack in &row.stacks {
-            add(&root, &stack.user_stack, &stack.kernel_stack, stall_weight_us(stack.total_ms));
+            let process = row.processes.iter().find(|p| p.pid == stack.pid).map(|p| p.comm.as_str());
+            let process = process.map_or_else(|| format!("pid {}", stack.pid), str::to_string);
+            add(&root, &process, &stack.user_stack, &stack.kernel_stack, stall_weight_us(stack.total_ms));
         }
     }
     for row in report.dirty.iter().flat_map(|d| &d.rows) {
         for stack in &row.stacks {
-            add("dirty_throttle", &stack.user_stack, &stack.kernel_stack, stall_weight_us(stack.total_ms));
+            let weight = stall_weight_us(stack.total_ms);
+            add("dirty_throttle", &row.comm, &stack.user_stack, &stack.kernel_stack, weight);
         }
     }
     if let Some(thp) = &report.thp {
         for process in &thp.processes {
             let weight = process.pmd_splits.saturating_add(process.page_splits);
-            add("thp_split", &[], &process.kernel_stack, weight);
+            add("thp_split", &process.comm, &[], &process.kernel_stack, weight);
         }
     }
 
@@ -101,10 +106,12 @@ fn stall_weight_us(total_ms: f64) -> u64 {
 
 /// `root;user root;...;user leaf;kernel root;...;kernel leaf`, from
 /// leaf-first stacks.
-fn fold(root: &str, user: &[Frame], kernel: &[Frame]) -> String {
+fn fold(root: &str, process: &str, user: &[Frame], kernel: &[Frame]) -> String {
     let mut line = sanitize(root);
+    line.push(';');
+    line.push_str(&sanitize(if process.is_empty() { "?" } else { process }));
     for frame in user.iter().rev().chain(kernel.iter().rev()) {
-        for label in frame_labels(frame) {
+        for label in flame_labels(frame) {
             line.push(';');
             line.push_str(&sanitize(&label));
         }
@@ -172,14 +179,15 @@ mod tests {
                     kernel_frame("driver_refill", 0x40),
                 ],
                 user_stack: vec![user_frame_with_inlined()],
+                comm: "app".into(),
                 ..AllocFailure::default()
             }],
             ..Report::default()
         };
+        // Names alone: offsets and lines would split one function's box.
         assert_eq!(
             render(&report),
-            "alloc_failure:order3;main+0x10 (app.c:12);fill_buffer (app.c:7) [inlined];\
-             driver_refill+0x40;__alloc_pages_noprof+0x1f2 5\n"
+            "alloc_failure:order3;app;main;fill_buffer [inlined];driver_refill;__alloc_pages_noprof 5\n"
         );
     }
 
@@ -205,9 +213,9 @@ mod tests {
         };
         assert_eq!(
             render(&report),
-            "compaction;__alloc_pages_slowpath+0x100;compact_zone+0x8 2000\n\
-             direct_reclaim;__alloc_pages_slowpath+0x100;shrink_node+0x8 12346\n\
-             memcg_reclaim;__alloc_pages_slowpath+0x100;shrink_lruvec+0x8 1\n"
+            "compaction;pid 7;__alloc_pages_slowpath;compact_zone 2000\n\
+             direct_reclaim;pid 7;__alloc_pages_slowpath;shrink_node 12346\n\
+             memcg_reclaim;pid 7;__alloc_pages_slowpath;shrink_lruvec 1\n"
         );
     }
 
@@ -248,11 +256,11 @@ mod tests {
         };
         assert_eq!(
             render(&report),
-            "alloc_failure:order0;__alloc_pages_noprof+0x1f2 4\n\
-             alloc_failure:order2;__alloc_pages_noprof+0x1f2 5\n\
-             oom_kill;out_of_memory+0x2a 2\n\
-             thp_split 6\n\
-             thp_split;__split_huge_pmd+0x10 5\n"
+            "alloc_failure:order0;?;__alloc_pages_noprof 4\n\
+             alloc_failure:order2;?;__alloc_pages_noprof 5\n\
+             oom_kill;?;out_of_memory 2\n\
+             thp_split;? 6\n\
+             thp_split;?;__split_huge_pmd 5\n"
         );
     }
 
@@ -271,7 +279,7 @@ mod tests {
             ..Report::default()
         };
         let out = render(&report);
-        assert_eq!(out, "alloc_failure:order0;odd:name with breaks+0x0 1\n");
+        assert_eq!(out, "alloc_failure:order0;?;odd:name with breaks 1\n");
         assert_eq!(out.lines().count(), 1);
     }
 }

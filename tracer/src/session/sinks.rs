@@ -103,9 +103,11 @@ impl StatusLine {
         };
         let bar = indicatif::ProgressBar::with_draw_target(Some(duration.as_secs().max(1)), target);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("tracer: {elapsed:>4}/{len}s {msg}")
+            indicatif::ProgressStyle::with_template("tracer: {elapsed:>4}/{len}s {wide_msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
+        // {wide_msg}: cut to the terminal's width, so the line never wraps
+        // (a wrapped line leaves fragments behind when redrawn).
         // Also cleared when a failure drops it: the terminal is left clean.
         let bar = bar.with_finish(indicatif::ProgressFinish::AndClear);
         if std::io::stderr().is_terminal() {
