@@ -209,15 +209,28 @@ impl ObjectCache {
         if self.objects.len() >= OBJECT_CACHE_MAX && !self.objects.contains_key(&key) {
             self.objects.clear();
         }
-        self.objects
-            .entry(key)
-            .or_insert_with(|| {
-                // Through the process's root, as the process sees the path
-                // (containers).
-                let path = root.join(mapping.path.trim_start_matches('/'));
-                ObjectCfi::load(&path, debug_dirs).map(Arc::new)
-            })
-            .clone()
+        if let Some(object) = self.objects.get(&key) {
+            return object.clone();
+        }
+        // Through the process's root, as the process sees the path
+        // (containers); else the path as this process sees it: a process
+        // that is being killed loses its root before its map.
+        let path = root.join(mapping.path.trim_start_matches('/'));
+        let global = Path::new(&mapping.path);
+        let same_file = || {
+            use std::os::unix::fs::MetadataExt as _;
+            std::fs::metadata(global).is_ok_and(|m| m.ino() == mapping.inode)
+        };
+        let object = ObjectCfi::load(&path, debug_dirs)
+            .or_else(|| same_file().then(|| ObjectCfi::load(global, debug_dirs)).flatten())
+            .map(Arc::new);
+        // A file that could not be read is tried again next time: caching
+        // the failure would leave every later stack of that binary without
+        // CFI.
+        if object.is_some() {
+            self.objects.insert(key, object.clone());
+        }
+        object
     }
 }
 
