@@ -71,7 +71,15 @@ pub const KNOWN_FAILURES: &[(&str, &str, &str)] = &[
     ("6.1", "direct_reclaim_entries_equal_allocstall", DIRECT_RECLAIM_IN_A_GUEST),
     ("6.1-rt", "direct_reclaim_entries_equal_allocstall", DIRECT_RECLAIM_IN_A_GUEST),
     ("6.12", "direct_reclaim_entries_equal_allocstall", DIRECT_RECLAIM_IN_A_GUEST),
+    ("6.1", "a_self_triggered_oom_kill_without_frame_pointers_unwinds_to_main", SELF_KILLED_IN_A_GUEST),
+    ("6.1-rt", "a_self_triggered_oom_kill_without_frame_pointers_unwinds_to_main", SELF_KILLED_IN_A_GUEST),
+    ("6.12", "a_self_triggered_oom_kill_without_frame_pointers_unwinds_to_main", SELF_KILLED_IN_A_GUEST),
 ];
+
+const SELF_KILLED_IN_A_GUEST: &str = "emulated guest: the trigger that is its own victim has exited before tracer \
+         reads its memory map (3 of 3 kills on 6.1 in the last run; on the host about 20 of 24 unwind). The \
+         stacks end with a 'process gone' marker, never a wrong frame; reading the map in time needs the \
+         modules recorded in the kernel (not done)";
 
 /// Why the direct reclaim test has nothing to count in these guests.
 const DIRECT_RECLAIM_IN_A_GUEST: &str = "emulated 2-vCPU guest: kswapd keeps up. With the page cache full and vm.min_free_kbytes raised \
