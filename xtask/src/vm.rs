@@ -74,6 +74,9 @@ pub const KNOWN_FAILURES: &[(&str, &str, &str)] = &[
     ("6.1", "a_self_triggered_oom_kill_without_frame_pointers_unwinds_to_main", SELF_KILLED_IN_A_GUEST),
     ("6.1-rt", "a_self_triggered_oom_kill_without_frame_pointers_unwinds_to_main", SELF_KILLED_IN_A_GUEST),
     ("6.12", "a_self_triggered_oom_kill_without_frame_pointers_unwinds_to_main", SELF_KILLED_IN_A_GUEST),
+    ("6.1", "allocation_failures_match_ftrace_and_resolve_to_the_helpers_code", ALLOC_HELPER_OOM_KILLED),
+    ("6.1", "kernel_frames_have_file_and_line_from_the_distributions_vmlinux", ALLOC_HELPER_OOM_KILLED),
+    ("6.1", "a_capture_of_every_family_reports_what_record_printed", ALLOC_HELPER_OOM_KILLED),
 ];
 
 const SELF_KILLED_IN_A_GUEST: &str = "emulated guest: the trigger that is its own victim has exited before tracer \
@@ -81,12 +84,21 @@ const SELF_KILLED_IN_A_GUEST: &str = "emulated guest: the trigger that is its ow
          stacks end with a 'process gone' marker, never a wrong frame; reading the map in time needs the \
          modules recorded in the kernel (not done)";
 
+/// Why the allocation-failure helper sometimes dies on 6.1.
+const ALLOC_HELPER_OOM_KILLED: &str = "uses the allocation-failure helper, which 6.1's memcg OOM killer \
+     killed in both full 6.1 runs of 2026-11-30: at the limit, the dentry of a new map's file \
+     descriptor (__d_alloc <- alloc_file_pseudo <- anon_inode_getfd <- map_create, GFP_KERNEL; \
+     console.log) was charged before the next map's __GFP_NORETRY allocation could fail, and a \
+     GFP_KERNEL charge with nothing left to reclaim OOM-kills. It passed in the rerun after the \
+     helper locked its pages in (which fixed 6.12's kill, a fault on its code), but that does not \
+     prevent this charge";
+
 /// Why the direct reclaim test has nothing to count in these guests.
-const DIRECT_RECLAIM_IN_A_GUEST: &str = "emulated 2-vCPU guest: kswapd keeps up. With the page cache full and vm.min_free_kbytes raised \
-         above free memory, the anonymous burst still never finds a zone under its min watermark: in \
-         the memory tests kswapd scanned ~365-387K pages (pgscan_kswapd) and allocstall_* and \
-         pgscan_direct stayed 0 (vmstat-*-memory.txt in the results). Nothing to count; deterministic \
-         direct reclaim here needs kswapd kept off the CPU (not done)";
+const DIRECT_RECLAIM_IN_A_GUEST: &str = "an emulated 2-vCPU guest: kswapd keeps up. With the page cache \
+     full and vm.min_free_kbytes raised above free memory, the anonymous burst still entered no direct \
+     reclaim: during the memory tests kswapd scanned 365-387K pages (pgscan_kswapd) while \
+     allocstall_* and pgscan_direct stayed 0 (vmstat-*-memory.txt in the results). Deterministic \
+     direct reclaim here would need kswapd kept off the CPU during the burst (not done)";
 
 fn known_failure(series: &str, test: &str) -> Option<&'static str> {
     KNOWN_FAILURES.iter().find(|(s, t, _)| *s == series && *t == test).map(|(_, _, why)| *why)
@@ -294,6 +306,8 @@ pub struct Outcome {
     pub families: Vec<(String, String)>,
     /// Per test executable: (passed, failed, names of failed tests).
     pub tests: Vec<(String, u64, u64, Vec<String>)>,
+    /// Names of the tests that passed (a known failure may not have run).
+    pub passed: Vec<String>,
     pub wall: Duration,
     pub boot_to_first_test: Option<Duration>,
 }
@@ -403,9 +417,15 @@ pub fn run_on(
         .filter_map(|l| l.split_once(": ").map(|(f, s)| (f.to_string(), s.to_string())))
         .collect();
     let mut tests = Vec::new();
+    let mut passed = Vec::new();
     for (name, _) in exes {
         let text = std::fs::read_to_string(results.join(format!("test-{name}.txt"))).unwrap_or_default();
         tests.push(parse_test_output(name, &text));
+        passed.extend(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("test ").and_then(|l| l.strip_suffix(" ... ok")))
+                .map(String::from),
+        );
     }
     let boot_to_first_test = std::fs::read_to_string(results.join("first-test-at"))
         .ok()
@@ -416,6 +436,7 @@ pub fn run_on(
         release: kernel.release.clone(),
         families,
         tests,
+        passed,
         wall,
         boot_to_first_test,
     })
@@ -567,10 +588,14 @@ pub fn table(outcomes: &[Outcome]) -> String {
     for o in outcomes {
         for (series, test, why) in KNOWN_FAILURES.iter().filter(|k| k.0 == o.kernel) {
             let failed = o.tests.iter().any(|t| t.3.iter().any(|n| n == test));
-            out.push_str(&format!(
-                "\n{series}: known failure {test} ({}): {why}",
-                if failed { "failed this run" } else { "passed this run" }
-            ));
+            let outcome = if failed {
+                "failed this run"
+            } else if o.passed.iter().any(|n| n == test) {
+                "passed this run"
+            } else {
+                "not run (filtered out)"
+            };
+            out.push_str(&format!("\n{series}: known failure {test} ({outcome}): {why}"));
         }
         let failures: Vec<&String> = o.tests.iter().flat_map(|t| t.3.iter()).collect();
         out.push_str(&format!(

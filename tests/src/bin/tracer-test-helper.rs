@@ -149,6 +149,15 @@ fn alloc_fail(memcg: &std::path::Path, max_failures: u32) {
     println!("{{\"pid\":{}}}", std::process::id());
     std::io::stdout().flush().unwrap();
     wait_for("go");
+    // And every page of this program resident and locked, charged outside:
+    // a fault on its code at the limit (read in again from a VM's 9p root,
+    // seen on 6.12) would be OOM-killed too.
+    assert_eq!(
+        unsafe { libc::mlockall(libc::MCL_CURRENT) },
+        0,
+        "mlockall: {}",
+        std::io::Error::last_os_error()
+    );
     std::fs::write(memcg.join("cgroup.procs"), std::process::id().to_string()).expect("joining the memcg");
     // cgroup v1's files, or v2's where the kernel has no v1 memory
     // controller (Debian's 6.12).
