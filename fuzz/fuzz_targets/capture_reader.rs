@@ -16,7 +16,11 @@ fuzz_target!(|bytes: &[u8]| {
         let _ = render::text::render(&whole);
         let _ = render::json::render(&whole);
         let _ = render::folded::render(&whole);
-        let _ = render::flame::render(&whole);
+        let _ = render::flame::render(&whole, render::flame::FlameUnit::Time);
+        let _ = render::flame::render(&whole, render::flame::FlameUnit::Events);
+        let mut heatmap = render::heatmap::Heatmap::default();
+        capture.intervals.iter().for_each(|r| heatmap.add(r));
+        let _ = heatmap.render("fuzz");
         let _ = render::perfetto::render(&whole);
         if let Some(first) = capture.intervals.first() {
             let _ = render::text::render(first);

@@ -41,6 +41,9 @@ fn build(setup: &super::Setup<'_>) -> Result<Box<dyn Family>> {
     Ok(Box::new(OomFamily::new(setup.env, setup.stacks.clone())?))
 }
 
+/// Kills kept for the whole-run report.
+const KILLS_KEPT: usize = 500;
+
 const TRACEPOINTS: &Tracepoints = &[
     ("mark_victim", true, "each kill, in the context of the task that caused it"),
     ("start_task_reaping", false, "the OOM reaper starts freeing the victim's memory"),
@@ -75,6 +78,9 @@ pub struct OomFamily {
     cgroups: Option<Cgroups>,
     kills: Vec<Kill>,
     kills_reported: usize,
+    /// Kills reported in their intervals and then let go (past
+    /// [`KILLS_KEPT`]): the whole-run list names only the later ones.
+    kills_dropped: u64,
     retries: [u64; 2],
     retries_reported: [u64; 2],
     stacks: Rc<Stacks>,
@@ -144,6 +150,7 @@ impl OomFamily {
             cgroups: Cgroups::find(),
             kills: Vec::new(),
             kills_reported: 0,
+            kills_dropped: 0,
             retries: [0; 2],
             retries_reported: [0; 2],
             stacks,
@@ -349,8 +356,22 @@ impl Family for OomFamily {
         }
         let base = if scope == Scope::Interval {
             self.kills_reported = self.kills.len();
+            // Memory stays flat in runs of days (`watch`): kills already
+            // reported in their interval go once there are too many.
+            let excess = self.kills.len().saturating_sub(KILLS_KEPT).min(self.kills_reported);
+            if excess > 0 {
+                self.kills.drain(..excess);
+                self.kills_reported -= excess;
+                self.kills_dropped += excess as u64;
+            }
             std::mem::replace(&mut self.retries_reported, self.retries)
         } else {
+            if self.kills_dropped > 0 {
+                report.warnings.push(format!(
+                    "{} earlier OOM kills are in their interval reports only (the last {KILLS_KEPT} are listed)",
+                    self.kills_dropped
+                ));
+            }
             [0; 2]
         };
         report.oom_kills = rows;
