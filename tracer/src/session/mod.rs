@@ -405,6 +405,10 @@ impl Run {
     /// Closes an interval: a point on the time line, and its report to
     /// every sink.
     fn interval(&mut self, sinks: &mut [Box<dyn ReportSink>]) -> Result<()> {
+        // The next window starts where the kernel's counters are read for
+        // this one, not after the sinks (symbolizing can take 100 ms): the
+        // windows tile the run without gaps.
+        let boundary = Instant::now();
         let report = self.report(Scope::Interval, Some((self.intervals, self.interval_start)));
         if self.keep_timeline {
             self.timeline.push(TimelinePoint::of(&report));
@@ -413,7 +417,7 @@ impl Run {
             sink.interval(&report)?;
         }
         self.intervals += 1;
-        self.interval_start = Instant::now();
+        self.interval_start = boundary;
         Ok(())
     }
 
