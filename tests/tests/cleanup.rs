@@ -20,6 +20,7 @@ fn tracer_programs() -> Vec<String> {
         "finish_task_rea",
         "reclaim_retry_z",
         "compact_retry_",
+        "balance_dirty_p",
     ];
     names.into_iter().filter(|n| ours.iter().any(|p| n.starts_with(p))).collect()
 }
