@@ -136,6 +136,9 @@ fn prometheus_counts_equal_the_block_stat_and_native_p99_agrees() {
         "--json",
         "--metrics",
         &metrics_addr,
+        // Exact counts: see NO_SLOW_IO in tests/block.rs.
+        "--slow-io",
+        "off",
     ]);
     let prometheus = Prometheus::start(&metrics_addr);
     let requests = format!("sum(tracer_block_requests_total{{device=\"{}\"}})", disk.name);
@@ -252,6 +255,8 @@ fn otlp_push_carries_tracers_buckets() {
         "--interval",
         "1s",
         "--json",
+        "--slow-io",
+        "off",
         "--otlp",
         &url,
     ]);

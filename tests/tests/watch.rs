@@ -79,6 +79,9 @@ fn an_oom_kill_writes_a_capture_of_the_seconds_before_it() {
         "--after",
         "2s",
         "--once",
+        // Exact counts: see NO_SLOW_IO in tests/block.rs.
+        "--slow-io",
+        "off",
     ]);
     let before = disk.stat();
     for _ in 0..3 {
@@ -142,6 +145,8 @@ fn sigusr1_dumps_and_a_quiet_trigger_does_not_fire() {
         &format!("p99:{}>10s", disk.name),
         "--keep",
         "10s",
+        "--slow-io",
+        "off",
     ]);
     let out =
         std::process::Command::new(HELPER).args(["direct-io", &disk.device, "200", "0", "0", "0"]).output();
