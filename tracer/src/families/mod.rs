@@ -321,33 +321,20 @@ pub fn watch_ring(ebpf: &mut Ebpf, name: &str) -> Result<EventRing> {
         .map_err(|e| anyhow::anyhow!("watching {name}: {e}"))
 }
 
-/// Every event of type `E` waiting in a ring; `Pending` when none is (or
-/// the family has no ring yet).
+/// Every event of type `E` waiting in a ring; `Pending` when the ring
+/// has not signalled and holds nothing (or the family has no ring yet).
 pub fn drain_ring<E: Copy>(
     ring: Option<&mut EventRing>,
     cx: &mut std::task::Context<'_>,
 ) -> std::task::Poll<Vec<E>> {
-    let Some(ring) = ring else {
-        return std::task::Poll::Pending;
-    };
-    let std::task::Poll::Ready(Ok(mut guard)) = ring.poll_read_ready_mut(cx) else {
-        return std::task::Poll::Pending;
-    };
-    let mut events = Vec::new();
-    while let Some(item) = guard.get_inner_mut().next() {
-        if item.len() >= std::mem::size_of::<E>() {
-            // Safety: the kernel side writes `E` (a #[repr(C)] plain
-            // struct shared through tracer-common) into each record.
-            events.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<E>()) });
-        }
-    }
-    guard.clear_ready();
-    std::task::Poll::Ready(events)
+    drain_ring_with_tail::<E>(ring, cx).map(|events| events.into_iter().map(|(event, _)| event).collect())
 }
 
 /// Every record waiting in a ring as its event `E` and the bytes after it
-/// (a user stack copy); `Pending` when none is (or the family has no ring
-/// yet).
+/// (a user stack copy). Records are read whether or not the ring's wakeup
+/// came: the run loop takes what is waiting before each report and before
+/// the last one after a stop, which it handles ahead of pending events.
+/// `Pending` when it had not signalled and held nothing.
 pub fn drain_ring_with_tail<E: Copy>(
     ring: Option<&mut EventRing>,
     cx: &mut std::task::Context<'_>,
@@ -355,20 +342,32 @@ pub fn drain_ring_with_tail<E: Copy>(
     let Some(ring) = ring else {
         return std::task::Poll::Pending;
     };
-    let std::task::Poll::Ready(Ok(mut guard)) = ring.poll_read_ready_mut(cx) else {
-        return std::task::Poll::Pending;
-    };
-    let mut events = Vec::new();
+    match ring.poll_read_ready_mut(cx) {
+        std::task::Poll::Ready(Ok(mut guard)) => {
+            let events = records(guard.get_inner_mut());
+            guard.clear_ready();
+            std::task::Poll::Ready(events)
+        }
+        _ => {
+            let events = records(ring.get_mut());
+            if events.is_empty() { std::task::Poll::Pending } else { std::task::Poll::Ready(events) }
+        }
+    }
+}
+
+/// The records in `ring`, each as `E` and the bytes after it.
+fn records<E: Copy>(ring: &mut aya::maps::RingBuf<aya::maps::MapData>) -> Vec<(E, Vec<u8>)> {
     let size = std::mem::size_of::<E>();
-    while let Some(item) = guard.get_inner_mut().next() {
+    let mut events = Vec::new();
+    while let Some(item) = ring.next() {
         if item.len() >= size {
-            // Safety: as in `drain_ring`.
+            // Safety: the kernel side writes `E` (a #[repr(C)] plain struct
+            // shared through tracer-common) at the start of each record.
             let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<E>()) };
             events.push((event, item[size..].to_vec()));
         }
     }
-    guard.clear_ready();
-    std::task::Poll::Ready(events)
+    events
 }
 
 /// Every row of the per-CPU hash map `name`, summed over CPUs by `fold`

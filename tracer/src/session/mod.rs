@@ -362,6 +362,9 @@ pub fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
         interval_start: Instant::now(),
     };
     let ended_by = runtime.block_on(run.wait(args.interval, duration, &mut sinks, &mut stop))?;
+    // A stop is handled ahead of events still waiting in the rings: take
+    // them, so the last interval and the whole run have them.
+    run.take_waiting_events();
     match (ended_by, watch_dir) {
         (Some("done"), _) => {}
         (Some(signal), None) => eprintln!("tracer: {signal}: stopping and printing the report"),
@@ -419,6 +422,15 @@ impl Run {
         self.intervals += 1;
         self.interval_start = boundary;
         Ok(())
+    }
+
+    /// Every family's events waiting in its ring, taken without waiting for
+    /// a wakeup (needs the runtime entered).
+    fn take_waiting_events(&mut self) {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for family in &mut self.families {
+            let _ = family.poll_events(&mut cx, &self.ebpf);
+        }
     }
 
     /// Waits for the end of the run, handling streamed events and printing

@@ -209,19 +209,6 @@ impl Family for BlockFamily {
     }
 
     fn sample(&mut self, ebpf: &mut Ebpf) -> Result<()> {
-        // Slow requests still in the ring, whether or not its wakeup came:
-        // a stop (Ctrl-C) is handled before pending events, and the last
-        // ones would otherwise be left out of the final report.
-        let mut pending = Vec::new();
-        if let Some(ring) = self.events.as_mut() {
-            while let Some(item) = ring.get_mut().next() {
-                if item.len() >= std::mem::size_of::<SlowRequest>() {
-                    // Safety: the kernel side writes a SlowRequest per record.
-                    pending.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<SlowRequest>()) });
-                }
-            }
-        }
-        self.keep_slow(pending);
         self.latest = per_cpu_rows(ebpf, maps::BLOCK_ROWS, |cpus| {
             let mut total = BlockStats::zeroed();
             for stats in cpus.iter() {

@@ -290,25 +290,6 @@ impl Family for OomFamily {
     }
 
     fn sample(&mut self, ebpf: &mut Ebpf) -> Result<()> {
-        // Kills still in the ring, whether or not its wakeup came: a stop
-        // (Ctrl-C) is handled before pending events, and the last kills
-        // would otherwise be missing from the final report (seen on 6.1
-        // under emulation, where handling a kill takes a while).
-        let mut pending = Vec::new();
-        if let Some(ring) = self.events.as_mut() {
-            while let Some(item) = ring.get_mut().next() {
-                let size = std::mem::size_of::<OomEvent>();
-                if item.len() >= size {
-                    // Safety: the kernel side writes an OomEvent per record,
-                    // then the user stack record, if any.
-                    let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<OomEvent>()) };
-                    pending.push((event, item[size..].to_vec()));
-                }
-            }
-        }
-        for (event, tail) in &pending {
-            self.on_event(event, tail, ebpf);
-        }
         let counts: PerCpuArray<_, u64> =
             PerCpuArray::try_from(ebpf.map(maps::OOM_COUNTS).context("OOM_COUNTS map")?)?;
         for (slot, out) in
