@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::{
-    model::{Bucket, Frame},
+    model::{Bucket, Frame, Percentiles},
     symbolize::frame_label,
 };
 
@@ -73,6 +73,19 @@ pub fn render_stack(out: &mut String, title: &str, frames: &[Frame]) {
     for frame in frames {
         let _ = writeln!(out, "       {}", frame_label(frame));
     }
+}
+
+/// `p50 …  p90 …  p99 …  p99.9 …  max … usecs`, as every latency row
+/// states its percentiles.
+pub fn percentiles_line(l: &Percentiles) -> String {
+    format!(
+        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {} usecs",
+        us(l.p50),
+        us(l.p90),
+        us(l.p99),
+        us(l.p999),
+        us(l.max)
+    )
 }
 
 /// `word` for one, `words` otherwise.

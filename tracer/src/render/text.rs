@@ -151,15 +151,26 @@ fn render_system(out: &mut String, system: &SystemContext) {
 /// `trigger_at`: the end of the interval a `watch` trigger fired in, marked.
 fn render_timeline(out: &mut String, points: &[TimelinePoint], trigger_at: Option<f64>) {
     let _ = writeln!(out, "\nTime line (per interval; stalls as count/ms)");
-    let line = |cells: Vec<String>| format!("  {}", cells.join(" "));
     let disks = TimelinePoint::busy_disks(points);
     let header = points.first().map(|p| p.columns(&disks)).unwrap_or_default();
-    let _ = writeln!(out, "{}", line(header.iter().map(|(h, w, _)| format!("{h:>w$}")).collect()));
+    let _ = writeln!(out, "{}", timeline_header(&header));
     for p in points {
-        let row = line(p.columns(&disks).into_iter().map(|(_, w, v)| format!("{v:>w$}")).collect());
+        let row = timeline_row(&p.columns(&disks));
         let fired = trigger_at.is_some_and(|at| at > p.offset_s && at <= p.offset_s + p.duration_s + 1e-6);
         let _ = writeln!(out, "{row}{}", if fired { "  <- trigger" } else { "" });
     }
+}
+
+/// The time line's header line for these columns.
+pub fn timeline_header(columns: &[(String, usize, String)]) -> String {
+    let cells: Vec<String> = columns.iter().map(|(h, w, _)| format!("{h:>w$}")).collect();
+    format!("  {}", cells.join(" "))
+}
+
+/// One time-line row, aligned under [`timeline_header`].
+pub fn timeline_row(columns: &[(String, usize, String)]) -> String {
+    let cells: Vec<String> = columns.iter().map(|(_, w, v)| format!("{v:>w$}")).collect();
+    format!("  {}", cells.join(" "))
 }
 
 fn render_lost(out: &mut String, report: &Report) {

@@ -183,11 +183,11 @@ impl Printer {
         let columns = crate::model::TimelinePoint::of(report).columns(&[]);
         let mut text = String::new();
         if !std::mem::replace(&mut self.header_printed, true) {
-            let header: Vec<String> = columns.iter().map(|(h, w, _)| format!("{h:>w$}")).collect();
-            text.push_str(&format!("  {}\n", header.join(" ")));
+            text.push_str(&render::text::timeline_header(&columns));
+            text.push('\n');
         }
-        let row: Vec<String> = columns.iter().map(|(_, w, v)| format!("{v:>w$}")).collect();
-        text.push_str(&format!("  {}\n", row.join(" ")));
+        text.push_str(&render::text::timeline_row(&columns));
+        text.push('\n');
         self.out.write(&text)
     }
 

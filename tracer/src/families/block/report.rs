@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::{SLOW_IOS_KEPT, sort_rows};
 use crate::{
     model::{BlockRow, Report, SlowIo, merge_latency, timed, us_to_ns},
-    render::parts::{human_bytes, plural, render_log2, us},
+    render::parts::{human_bytes, percentiles_line, plural, render_log2, us},
 };
 
 /// The summary line: the slowest disk and the worst interval.
@@ -74,12 +74,8 @@ fn render_block(out: &mut String, rows: &[BlockRow]) {
         let l = &row.latency_us;
         let _ = writeln!(
             out,
-            "     p50 {}  p90 {}  p99 {}  p99.9 {}  max {} usecs  (percentiles within {:.1}%)",
-            us(l.p50),
-            us(l.p90),
-            us(l.p99),
-            us(l.p999),
-            us(l.max),
+            "     {}  (percentiles within {:.1}%)",
+            percentiles_line(l),
             l.relative_error * 100.0
         );
     }

@@ -9,7 +9,7 @@ use crate::{
         Compaction, Kswapd, Report, StallBreakdown, StallRow, StallStack, add_named_counts, merge_latency,
         us_to_ns,
     },
-    render::parts::{or_root, plural, render_log2, render_stack, us},
+    render::parts::{or_root, percentiles_line, plural, render_log2, render_stack, us},
 };
 
 /// The summary line: stall time by kind.
@@ -80,16 +80,7 @@ fn render_reclaim(out: &mut String, report: &Report) {
             continue;
         }
         render_log2(out, &row.histogram);
-        let l = &row.latency_us;
-        let _ = writeln!(
-            out,
-            "     p50 {}  p90 {}  p99 {}  p99.9 {}  max {} usecs",
-            us(l.p50),
-            us(l.p90),
-            us(l.p99),
-            us(l.p999),
-            us(l.max)
-        );
+        let _ = writeln!(out, "     {}", percentiles_line(&row.latency_us));
         let _ = writeln!(out, "     top processes:");
         for p in row.processes.iter().take(5) {
             let cgroup = if p.cgroup.is_empty() { String::new() } else { format!(" in {}", p.cgroup) };
