@@ -909,6 +909,11 @@ pub fn add_named_counts(into: &mut Vec<NamedCount>, other: &[NamedCount]) {
 }
 
 impl Report {
+    /// Every kind of stall row: reclaim's, then direct compaction's.
+    pub fn stall_rows(&self) -> impl Iterator<Item = &StallRow> {
+        self.reclaim.iter().chain(self.compaction.iter().map(|c| &c.stalls))
+    }
+
     pub fn family(&self, name: &str) -> Option<&FamilyStatus> {
         self.families.iter().find(|f| f.family == name)
     }

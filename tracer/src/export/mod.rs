@@ -94,8 +94,7 @@ impl Metrics {
             let timed: u64 = row.histogram.iter().map(|b| b.count).sum();
             series.add_buckets(&row.histogram, (row.latency_us.mean * 1000.0 * timed as f64).round() as u64);
         }
-        let compaction = report.compaction.as_ref().map(|c| &c.stalls);
-        for row in report.reclaim.iter().chain(compaction) {
+        for row in report.stall_rows() {
             let series = self.stalls.entry(row.kind.clone()).or_default();
             series.count += row.count;
             series.add_buckets(&row.histogram, (row.total_ms * 1e6).round() as u64);

@@ -58,8 +58,7 @@ pub fn render(report: &Report) -> String {
     for kill in &report.oom_kills {
         add("oom_kill", &kill.trigger_comm, &kill.trigger_user_stack, &kill.trigger_kernel_stack, 1);
     }
-    let stall_rows = report.reclaim.iter().chain(report.compaction.as_ref().map(|c| &c.stalls));
-    for row in stall_rows {
+    for row in report.stall_rows() {
         let root = stall_root(row);
         for stack in &row.stacks {
             let process = row.processes.iter().find(|p| p.pid == stack.pid).map(|p| p.comm.as_str());

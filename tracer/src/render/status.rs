@@ -42,8 +42,7 @@ impl Status {
                 if k.cgroup.is_empty() { String::new() } else { format!(" in {}", k.cgroup) }
             ));
         }
-        let rows = report.reclaim.iter().chain(report.compaction.iter().map(|c| &c.stalls));
-        for row in rows {
+        for row in report.stall_rows() {
             self.reclaim_stalls += row.count;
             self.reclaim_ms += row.total_ms;
             let max_ms = row.latency_us.max / 1000.0;

@@ -87,8 +87,7 @@ fn pressure_line(report: &Report) -> Option<String> {
     let full_ms = end.full_us.saturating_sub(start.full_us) as f64 / 1000.0;
     let mut line = format!("PSI memory: some {some_ms:.1} ms, full {full_ms:.1} ms over the run");
     if report.family("reclaim").is_some_and(|f| f.state == "traced") && some_ms > 0.0 {
-        let compaction = report.compaction.iter().map(|c| c.stalls.total_ms);
-        let traced = report.reclaim.iter().map(|r| r.total_ms).chain(compaction).fold(0.0, |a, b| a + b);
+        let traced = report.stall_rows().map(|r| r.total_ms).fold(0.0, |a, b| a + b);
         let _ = write!(
             line,
             "; traced reclaim and compaction {traced:.1} ms ({:.0}% of some)",

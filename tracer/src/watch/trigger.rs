@@ -159,9 +159,7 @@ impl Trigger {
                 .find(|io| disk_matches(disk, &io.device) && io.latency_us > over.as_secs_f64() * 1e6)
                 .map(|io| format!("a {} {} of {:.0} us on {}", io.op, io.bytes, io.latency_us, io.device)),
             Trigger::Stall { over } => {
-                let compaction = report.compaction.iter().map(|c| &c.stalls);
-                let stalls =
-                    report.reclaim.iter().chain(compaction).map(|r| (r.kind.as_str(), r.latency_us.max));
+                let stalls = report.stall_rows().map(|r| (r.kind.as_str(), r.latency_us.max));
                 let dirty =
                     report.dirty.iter().flat_map(|d| &d.rows).map(|r| ("throttling", r.latency_us.max));
                 stalls
@@ -170,8 +168,7 @@ impl Trigger {
                     .map(|(kind, max_us)| format!("a {kind} stall of {:.1} ms", max_us / 1000.0))
             }
             Trigger::StallTotal { over } => {
-                let compaction = report.compaction.iter().map(|c| c.stalls.total_ms);
-                let total_ms: f64 = report.reclaim.iter().map(|r| r.total_ms).chain(compaction).sum::<f64>()
+                let total_ms: f64 = report.stall_rows().map(|r| r.total_ms).sum::<f64>()
                     + report.dirty.iter().flat_map(|d| &d.rows).map(|r| r.total_ms).sum::<f64>();
                 (total_ms > over.as_secs_f64() * 1e3)
                     .then(|| format!("{total_ms:.1} ms of stalls in one interval"))

@@ -14,8 +14,7 @@ use crate::{
 
 /// The summary line: stall time by kind.
 pub fn summary(report: &Report) -> String {
-    let compaction = report.compaction.iter().map(|c| &c.stalls);
-    let rows: Vec<&StallRow> = report.reclaim.iter().chain(compaction).filter(|r| r.count > 0).collect();
+    let rows: Vec<&StallRow> = report.stall_rows().filter(|r| r.count > 0).collect();
     if rows.is_empty() {
         return "no reclaim or compaction stalls".into();
     }
