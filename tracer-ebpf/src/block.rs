@@ -175,12 +175,14 @@ fn on_complete<F: Fields>(rq: u64, status: u64, nr_bytes: u64) {
     }
     let offsets = global(&BLOCK_OFFSETS);
     let Some(dev) = request_dev::<F>(rq, &offsets) else {
+        count(Counter::ProbeReadFailed);
         return;
     };
     if !disk_wanted(dev) {
         return;
     }
     let Some(cmd_flags) = F::read::<u32>(rq, offsets.rq_cmd_flags) else {
+        count(Counter::ProbeReadFailed);
         return;
     };
     let key = BlockKey { dev, op: cmd_flags & offsets.req_op_mask };

@@ -85,10 +85,6 @@ pub struct Direct;
 /// `bpf_probe_read_kernel` copies.
 pub struct Probe;
 
-/// Scratch slot for [`Direct::addr`].
-#[map]
-static ADDR_SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
 impl Fields for Direct {
     #[inline(always)]
     fn read<T: Copy>(base: u64, offset: u32) -> Option<T> {
@@ -96,16 +92,21 @@ impl Fields for Direct {
     }
 
     /// The verifier forbids arithmetic on typed pointers (hashing one);
-    /// a pointer stored in a map value reads back as a plain number.
+    /// the pointer copied off the stack by the helper is a plain number.
+    /// (A per-CPU scratch slot did the same, but a program nested on the
+    /// same CPU from an interrupt could overwrite it between the write and
+    /// the read back, and charge one request's start to another.)
     #[inline(always)]
     fn addr(ptr: u64) -> u64 {
-        match ADDR_SCRATCH.get_ptr_mut(0) {
-            Some(slot) => unsafe {
-                core::ptr::write_volatile(slot, ptr);
-                core::ptr::read_volatile(slot)
-            },
-            None => 0,
-        }
+        let mut plain = 0u64;
+        unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+                (&mut plain as *mut u64).cast(),
+                8,
+                (&ptr as *const u64).cast(),
+            )
+        };
+        plain
     }
 }
 
