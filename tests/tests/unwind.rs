@@ -1,9 +1,11 @@
 //! User stacks of binaries without frame pointers, unwound from their CFI
 //! out of the user registers and stack copy the kernel takes at the event:
 //! a C helper (`tests/c/nofp.c`) built here as distributions build C,
-//! `gcc -g -O2 -fomit-frame-pointer`, fails allocations and triggers an
-//! OOM kill in main -> f -> g; the reported stacks name those functions, in
-//! order, with their lines.
+//! `gcc -g -O2 -fomit-frame-pointer`, and its Rust twin (`tests/rust/nofp.rs`)
+//! built as a release build without frame pointers (`rustc -C opt-level=3
+//! -C force-frame-pointers=no -g`), fail allocations and trigger OOM kills
+//! in main -> f -> g and main -> hog -> touch; the reported stacks name
+//! those functions, in order, with their lines.
 
 use std::{
     path::{Path, PathBuf},
@@ -13,29 +15,64 @@ use std::{
 use serde_json::Value;
 use tracer_tests::{Helper, MemCgroup, Tracer, require_root};
 
-const SOURCE: &str = include_str!("../c/nofp.c");
+/// A helper's source, and how its functions are named in stacks.
+struct Source {
+    /// File name, as line tables give it.
+    file: &'static str,
+    text: &'static str,
+    /// What the symbolizer calls function `name`: Rust's are demangled
+    /// with their crate (`nofp::g`).
+    prefix: &'static str,
+}
 
-/// The helper, compiled into a directory of its own (removed on drop).
+const C: Source = Source { file: "nofp.c", text: include_str!("../c/nofp.c"), prefix: "" };
+const RUST: Source = Source { file: "nofp.rs", text: include_str!("../rust/nofp.rs"), prefix: "nofp::" };
+
+/// A helper, compiled into a directory of its own (removed on drop).
 struct NoFp {
     dir: PathBuf,
     binary: PathBuf,
+    source: &'static Source,
 }
 
 impl NoFp {
+    /// `nofp.c`, as distributions build C.
     fn build(tag: &str) -> Self {
+        Self::compile(&C, tag, |source, binary| {
+            let mut gcc = Command::new("gcc");
+            gcc.args(["-g", "-O2", "-fomit-frame-pointer", "-o"]).arg(binary).arg(source);
+            ("gcc (apt-get install gcc)", gcc)
+        })
+    }
+
+    /// `nofp.rs`, as a release build without frame pointers, with the
+    /// rustc that builds these tests.
+    fn build_rust(tag: &str) -> Self {
+        Self::compile(&RUST, tag, |source, binary| {
+            let mut rustc = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()));
+            rustc
+                .args(["--edition", "2024", "-C", "opt-level=3", "-C", "force-frame-pointers=no", "-g"])
+                .args(["--crate-name", "nofp", "-o"])
+                .arg(binary)
+                .arg(source);
+            ("rustc", rustc)
+        })
+    }
+
+    fn compile(
+        source: &'static Source,
+        tag: &str,
+        command: impl Fn(&Path, &Path) -> (&'static str, Command),
+    ) -> Self {
         let dir = std::env::temp_dir().join(format!("tracer-test-nofp-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let source = dir.join("nofp.c");
-        std::fs::write(&source, SOURCE).unwrap();
+        let path = dir.join(source.file);
+        std::fs::write(&path, source.text).unwrap();
         let binary = dir.join("nofp");
-        let out = Command::new("gcc")
-            .args(["-g", "-O2", "-fomit-frame-pointer", "-o"])
-            .arg(&binary)
-            .arg(&source)
-            .output()
-            .expect("gcc runs (apt-get install gcc)");
-        assert!(out.status.success(), "gcc: {}", String::from_utf8_lossy(&out.stderr));
-        Self { dir, binary }
+        let (what, mut command) = command(&path, &binary);
+        let out = command.output().unwrap_or_else(|e| panic!("{what} runs: {e}"));
+        assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+        Self { dir, binary, source }
     }
 
     fn path(&self) -> &str {
@@ -49,8 +86,11 @@ impl Drop for NoFp {
     }
 }
 
-fn line_of(marker: &str) -> u64 {
-    SOURCE.lines().position(|l| l.contains(marker)).unwrap_or_else(|| panic!("{marker} in nofp.c")) as u64 + 1
+impl Source {
+    fn line_of(&self, marker: &str) -> u64 {
+        let at = self.text.lines().position(|l| l.contains(marker));
+        at.unwrap_or_else(|| panic!("{marker} in {}", self.file)) as u64 + 1
+    }
 }
 
 fn symbols(stack: &Value) -> Vec<String> {
@@ -74,18 +114,27 @@ fn labels(stack: &Value) -> String {
     stack.as_array().unwrap().iter().map(|f| format!("\n  {}", frame(f))).collect()
 }
 
-/// `names`, in order and adjacent, each with its line in nofp.c.
-fn assert_calls(stack: &Value, calls: &[(&str, &str)]) {
+/// `names` of `source`'s functions, in order and adjacent, each with its
+/// line there.
+fn assert_calls(stack: &Value, source: &Source, calls: &[(&str, &str)]) {
     let names = symbols(stack);
+    let name = |n: &str| format!("{}{n}", source.prefix);
     let first = names
         .iter()
-        .position(|n| n == calls[0].0)
-        .unwrap_or_else(|| panic!("{} not in the user stack:{}", calls[0].0, labels(stack)));
-    for (i, (name, marker)) in calls.iter().enumerate() {
+        .position(|n| *n == name(calls[0].0))
+        .unwrap_or_else(|| panic!("{} not in the user stack:{}", name(calls[0].0), labels(stack)));
+    for (i, (function, marker)) in calls.iter().enumerate() {
         let frame = &stack[first + i];
-        assert_eq!(frame["symbol"], *name, "frame {} of the user stack:{}", first + i, labels(stack));
-        assert!(frame["file"].as_str().is_some_and(|f| f.ends_with("nofp.c")), "{frame}");
-        assert_eq!(frame["line"].as_u64(), Some(line_of(marker)), "{name}:{}", labels(stack));
+        assert_eq!(
+            frame["symbol"],
+            name(function),
+            "frame {} of the user stack:{}",
+            first + i,
+            labels(stack)
+        );
+        let file = frame["file"].as_str();
+        assert!(file.is_some_and(|f| f.ends_with(&format!("/{}", source.file))), "{frame}");
+        assert_eq!(frame["line"].as_u64(), Some(source.line_of(marker)), "{function}:{}", labels(stack));
     }
     assert!(
         stack.as_array().unwrap().iter().all(|f| f["truncated"].is_null()),
@@ -97,8 +146,19 @@ fn assert_calls(stack: &Value, calls: &[(&str, &str)]) {
 #[test]
 fn an_allocation_failure_without_frame_pointers_unwinds_to_main() {
     require_root();
-    let nofp = NoFp::build("alloc");
-    let memcg = MemCgroup::new("unwind-alloc");
+    allocation_failure_unwinds_to_main(&NoFp::build("alloc"), "unwind-alloc");
+}
+
+#[test]
+fn a_release_rust_allocation_failure_without_frame_pointers_unwinds_to_main() {
+    require_root();
+    allocation_failure_unwinds_to_main(&NoFp::build_rust("alloc-rs"), "unwind-alloc-rs");
+}
+
+/// The helper's failed BPF map creations: libc's syscall(), then its own
+/// g, f and main with their lines.
+fn allocation_failure_unwinds_to_main(nofp: &NoFp, cgroup: &str) {
+    let memcg = MemCgroup::new(cgroup);
     let mut helper = Helper::start(nofp.path(), &["alloc-fail", memcg.dir.to_str().unwrap(), "5"]);
     let pid = helper.read_json()["pid"].as_u64().unwrap();
     let tracer =
@@ -124,7 +184,11 @@ fn an_allocation_failure_without_frame_pointers_unwinds_to_main() {
     assert_eq!(row["user_stack_unwind"], "dwarf");
     // libc's syscall(), then the helper's own functions.
     assert_eq!(row["user_stack"][0]["symbol"], "syscall", "{}", labels(&row["user_stack"]));
-    assert_calls(&row["user_stack"], &[("g", "UNWIND-G"), ("f", "UNWIND-F"), ("main", "UNWIND-MAIN")]);
+    assert_calls(
+        &row["user_stack"],
+        nofp.source,
+        &[("g", "UNWIND-G"), ("f", "UNWIND-F"), ("main", "UNWIND-MAIN")],
+    );
     assert!(row["user_stack"][1]["build_id"].is_string() && row["user_stack"][1]["file_offset"].is_u64());
 }
 
@@ -175,7 +239,11 @@ fn a_self_triggered_oom_kill_without_frame_pointers_unwinds_to_main() {
             continue;
         }
         assert_eq!(kill["trigger_user_stack_unwind"], "dwarf");
-        assert_calls(stack, &[("touch", "UNWIND-TOUCH"), ("hog", "UNWIND-HOG"), ("main", "UNWIND-OOM-MAIN")]);
+        assert_calls(
+            stack,
+            nofp.source,
+            &[("touch", "UNWIND-TOUCH"), ("hog", "UNWIND-HOG"), ("main", "UNWIND-OOM-MAIN")],
+        );
         unwound += 1;
     }
     assert!(unwound > 0, "every victim was gone before its memory map was read");
