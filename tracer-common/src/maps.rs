@@ -19,6 +19,7 @@ pub const DIRTY_ROWS: &str = "DIRTY_ROWS";
 pub const OOM_COUNTS: &str = "OOM_COUNTS";
 pub const OOM_EVENTS: &str = "OOM_EVENTS";
 pub const OOM_OFFSETS: &str = "OOM_OFFSETS";
+pub const OOM_PRESSURE_EVENTS: &str = "OOM_PRESSURE_EVENTS";
 pub const STACKS: &str = "STACKS";
 pub const STALL_CONFIG: &str = "STALL_CONFIG";
 pub const STALL_COUNTS: &str = "STALL_COUNTS";
@@ -49,6 +50,7 @@ pub const ALL: &[&str] = &[
     OOM_COUNTS,
     OOM_EVENTS,
     OOM_OFFSETS,
+    OOM_PRESSURE_EVENTS,
     STACKS,
     STALL_CONFIG,
     STALL_COUNTS,

@@ -63,7 +63,31 @@ pub struct OomEvent {
     pub _pad: u32,
     pub trigger_comm: [u8; 16],
     pub trigger_memcg: u64,
+    /// The trigger's address space (`mm_struct` address, 0 if none): which
+    /// [`PressureEvent`] snapshot of its memory map is the same process.
+    pub trigger_mm: u64,
 }
+
+/// A process under memory pressure, once per address space: the first
+/// time one of its threads enters direct or memory cgroup reclaim (which
+/// every process the OOM killer kills for its own allocation has done
+/// just before). User space snapshots its memory map then, for unwinding
+/// its OOM trigger stack after it has exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PressureEvent {
+    /// `mm_struct` address: the process's identity until it exits or execs.
+    pub mm: u64,
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub pid: u32,
+}
+
+/// Address spaces already announced (an LRU: one evicted is announced
+/// again at its next reclaim).
+pub const PRESSURE_SEEN_ENTRIES: u32 = 4096;
+/// Announcements are tiny and once per process: room for 2,000 at once.
+pub const PRESSURE_EVENTS_BYTES: u32 = 1 << 16;
 
 /// Slots of the `OOM_COUNTS` per-CPU array.
 pub const OOM_COUNT_RECLAIM_RETRY: u32 = 0;

@@ -4,16 +4,18 @@
 //! kernel's retries before giving up are tracked alongside.
 
 use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_RB_FORCE_WAKEUP},
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::tracing::StackIdContext,
 };
 use tracer_common::{
     counters::Counter,
     oom::{
         OOM_COUNT_COMPACT_RETRY, OOM_COUNT_RECLAIM_RETRY, OOM_COUNT_SLOTS, OOM_EVENTS_BYTES, OOM_KIND_KILL,
-        OOM_KIND_REAP_FINISH, OOM_KIND_REAP_START, OomEvent, OomOffsets,
+        OOM_KIND_REAP_FINISH, OOM_KIND_REAP_START, OomEvent, OomOffsets, PRESSURE_EVENTS_BYTES,
+        PRESSURE_SEEN_ENTRIES, PressureEvent,
     },
 };
 
@@ -21,7 +23,7 @@ use crate::{
     both_flavors,
     shared::{
         CurrentTask, Fields, Probe, capture_stacks, count, global, has_user_stack, send_with_user_stack,
-        task_memcg_id, task_wanted, user_stack_record,
+        task_memcg_id, task_mm_addr, task_wanted, user_stack_copies_on, user_stack_record,
     },
 };
 
@@ -49,6 +51,13 @@ static OOM_OFFSETS: OomOffsets = OomOffsets {
 static OOM_EVENTS: RingBuf = RingBuf::with_byte_size(OOM_EVENTS_BYTES, 0);
 #[map]
 static OOM_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(OOM_COUNT_SLOTS, 0);
+/// Processes entering reclaim, once per address space (see
+/// [`PressureEvent`]).
+#[map]
+static OOM_PRESSURE_EVENTS: RingBuf = RingBuf::with_byte_size(PRESSURE_EVENTS_BYTES, 0);
+/// Address spaces announced on `OOM_PRESSURE_EVENTS`, with their tgid.
+#[map]
+static OOM_PRESSURE_SEEN: LruHashMap<u64, u32> = LruHashMap::with_max_entries(PRESSURE_SEEN_ENTRIES, 0);
 
 /// One mm counter, as `get_mm_counter` reads it (never negative). Always
 /// copied with `bpf_probe_read_kernel`, in the tp_btf program too: before
@@ -119,6 +128,7 @@ fn on_mark_victim<F: CurrentTask, C: StackIdContext>(ctx: &C, victim: u64, uid: 
         _pad: 0,
         trigger_comm: bpf_get_current_comm().unwrap_or([0; 16]),
         trigger_memcg: task_memcg_id::<F>(current),
+        trigger_mm: task_mm_addr::<F>(current),
     };
     send_with_user_stack(&OOM_EVENTS, record, user);
 }
@@ -159,6 +169,7 @@ fn on_mark_victim_pid<F: CurrentTask, C: StackIdContext>(ctx: &C, victim_pid: u3
         _pad: 0,
         trigger_comm: bpf_get_current_comm().unwrap_or([0; 16]),
         trigger_memcg,
+        trigger_mm: task_mm_addr::<F>(current),
     };
     send_with_user_stack(&OOM_EVENTS, record, user);
 }
@@ -190,8 +201,43 @@ fn on_reaping(kind: u32, pid: u64) {
         _pad: 0,
         trigger_comm: [0; 16],
         trigger_memcg: 0,
+        trigger_mm: 0,
     });
     entry.submit(0);
+}
+
+/// A thread entering reclaim: its process is announced the first time
+/// (per address space), while it is sure to be alive, so user space can
+/// take its memory map in time for an OOM kill it may trigger and not
+/// outlive. Only when user stacks are copied (nothing would use it
+/// otherwise); filtered as kills are.
+#[inline(always)]
+fn on_reclaim_begin<F: CurrentTask>() {
+    if !user_stack_copies_on() {
+        return;
+    }
+    let task = F::current_task();
+    let mm = task_mm_addr::<F>(task);
+    if mm == 0 {
+        return;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if unsafe { OOM_PRESSURE_SEEN.get(&mm) }.is_some_and(|&seen| seen == tgid) {
+        return;
+    }
+    if task_wanted::<F>(task, tgid).is_none() {
+        return;
+    }
+    let Some(mut entry) = OOM_PRESSURE_EVENTS.reserve::<PressureEvent>(0) else {
+        // Not marked seen: announced at its next reclaim instead.
+        count(Counter::RingbufFull);
+        return;
+    };
+    let _ = OOM_PRESSURE_SEEN.insert(&mm, &tgid, BPF_ANY as u64);
+    entry.write(PressureEvent { mm, ts_ns: unsafe { bpf_ktime_get_ns() }, tgid, pid: pid_tgid as u32 });
+    // Rare, and the reader races the process's exit: woken every time.
+    entry.submit(BPF_RB_FORCE_WAKEUP as u64);
 }
 
 #[inline(always)]
@@ -226,3 +272,25 @@ both_flavors!(compact_retry_btf, compact_retry_raw, "compact_retry", |ctx, F| {
         count_retry(OOM_COUNT_COMPACT_RETRY)
     }
 });
+both_flavors!(
+    oom_pressure_direct_reclaim_btf,
+    oom_pressure_direct_reclaim_raw,
+    "mm_vmscan_direct_reclaim_begin",
+    |ctx, F| {
+        {
+            let _ = &ctx;
+            on_reclaim_begin::<F>()
+        }
+    }
+);
+both_flavors!(
+    oom_pressure_memcg_reclaim_btf,
+    oom_pressure_memcg_reclaim_raw,
+    "mm_vmscan_memcg_reclaim_begin",
+    |ctx, F| {
+        {
+            let _ = &ctx;
+            on_reclaim_begin::<F>()
+        }
+    }
+);

@@ -286,6 +286,17 @@ pub fn has_user_stack<F: Fields>(task: u64) -> bool {
     task != 0 && F::read::<u64>(task, offsets.task_mm).unwrap_or(0) != 0
 }
 
+/// The address of `task`'s `mm_struct` as a plain number (0 for a kernel
+/// thread): which process, until it exits or execs.
+#[inline(always)]
+pub fn task_mm_addr<F: Fields>(task: u64) -> u64 {
+    let offsets = global(&TASK_OFFSETS);
+    if task == 0 {
+        return 0;
+    }
+    F::addr(F::read::<u64>(task, offsets.task_mm).unwrap_or(0))
+}
+
 /// Kernel and user stack ids of the current context; failures (full
 /// buckets, faults) are counted and returned as negative errors. Kernel
 /// threads have no user stack (-1, not counted).
@@ -317,6 +328,12 @@ pub fn capture_stacks<C: StackIdContext>(ctx: &C, user: bool) -> (i32, i32) {
 #[unsafe(no_mangle)]
 static USER_STACK_CONFIG: UserStackConfig =
     UserStackConfig { regs_ip: 0, regs_sp: 0, regs_bp: 0, copy_bytes: 0 };
+
+/// Whether user stacks are copied for unwinding in user space.
+#[inline(always)]
+pub fn user_stack_copies_on() -> bool {
+    global(&USER_STACK_CONFIG).copy_bytes != 0
+}
 
 /// Room for the largest event that carries a user stack.
 const EVENT_MAX: usize = 256;

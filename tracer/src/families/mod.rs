@@ -241,6 +241,39 @@ pub fn load_and_attach(ebpf: &mut Ebpf, tracepoints: &[&str], env: &KernelEnv) -
     }
 }
 
+/// Loads and attaches program `<name>_btf` or `<name>_raw`, as `flavor`
+/// says, to tracepoint `tp`: for a program whose name is not its
+/// tracepoint's (a second program on a tracepoint another family uses).
+pub fn load_and_attach_as(
+    ebpf: &mut Ebpf,
+    flavor: ProgramFlavor,
+    name: &str,
+    tp: &str,
+    env: &KernelEnv,
+) -> Result<()> {
+    use anyhow::Context as _;
+    use aya::programs::{BtfTracePoint, RawTracePoint};
+
+    match flavor {
+        ProgramFlavor::TpBtf => {
+            let btf = env.aya_btf().context("no kernel BTF for tp_btf")?;
+            let name = format!("{name}_btf");
+            let prog: &mut BtfTracePoint =
+                ebpf.program_mut(&name).with_context(|| format!("no program {name}"))?.try_into()?;
+            prog.load(tp, btf).with_context(|| format!("loading {name}"))?;
+            prog.attach().with_context(|| format!("attaching tp_btf {tp}"))?;
+        }
+        ProgramFlavor::RawTp => {
+            let name = format!("{name}_raw");
+            let prog: &mut RawTracePoint =
+                ebpf.program_mut(&name).with_context(|| format!("no program {name}"))?.try_into()?;
+            prog.load().with_context(|| format!("loading {name}"))?;
+            prog.attach(tp).with_context(|| format!("attaching raw tracepoint {tp}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// A family's tracepoints: (name, required, what it is for).
 pub type Tracepoints = [(&'static str, bool, &'static str)];
 

@@ -97,7 +97,17 @@ impl Stacks {
     /// is alive): unwound from the event's stack copy when it has one,
     /// else the kernel's frame-pointer walk under stack id `id`. A stack
     /// unwound short of its end has a last, `truncated` frame saying why.
-    pub fn user_stack(&self, pid: u32, id: i32, sample: Option<&UserStackSample>, ebpf: &Ebpf) -> UserStack {
+    /// `mm`: the process's address space at the event, when the event
+    /// says (which snapshot of its map, taken as it entered reclaim, is of
+    /// the same process).
+    pub fn user_stack(
+        &self,
+        pid: u32,
+        mm: Option<u64>,
+        id: i32,
+        sample: Option<&UserStackSample>,
+        ebpf: &Ebpf,
+    ) -> UserStack {
         // No copy (copies off, or the record did not fit), or an empty one
         // (the stack could not be read): the kernel's walk is all there is.
         let Some(sample) = sample.filter(|s| !s.stack.is_empty()) else {
@@ -106,7 +116,7 @@ impl Stacks {
             return UserStack { frames, unwind };
         };
         let mut unwinder = self.unwinder.borrow_mut();
-        let unwound = unwinder.unwind(pid, sample);
+        let unwound = unwinder.unwind(pid, mm, sample);
         // From the map the unwinder read: the process may be gone since
         // (an OOM victim that triggered its own kill).
         let mut frames = unwinder
@@ -117,6 +127,14 @@ impl Stacks {
         }
         let unwind = Some(unwound.method.map_or("none (innermost frame only)", |m| m.as_str()).to_string());
         UserStack { frames, unwind }
+    }
+
+    /// Unwinds processes gone before their map is read from `snapshots`.
+    pub fn use_snapshots(
+        &self,
+        snapshots: std::sync::Arc<std::sync::Mutex<crate::unwind::snapshots::Snapshots>>,
+    ) {
+        self.unwinder.borrow_mut().use_snapshots(snapshots);
     }
 
     pub fn warnings(&self) -> Vec<String> {

@@ -9,11 +9,18 @@
 //!
 //! A process's memory map is read when its event arrives (a process that
 //! failed an allocation often dies right after) and kept per process while
-//! it does not change; parsed files are shared between processes.
+//! it does not change; parsed files are shared between processes. When it
+//! is gone by then, the map taken as it entered reclaim is used
+//! ([`snapshots`]), if it is of the same address space.
 
 pub mod maps;
+pub mod snapshots;
 
-use std::{collections::HashMap, path::Path, sync::Arc};
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{Arc, Mutex},
+};
 
 use framehop::{
     FrameAddress, Unwinder as _,
@@ -221,6 +228,8 @@ fn name_of(code: &CodeRange) -> &str {
 /// One process's view for unwinding, while its map is unchanged.
 struct Process {
     maps: String,
+    /// Its address space, when the map is a snapshot's.
+    mm: Option<u64>,
     unwinder: UnwinderX86_64<Arc<[u8]>>,
     code: ProcessCode,
 }
@@ -230,6 +239,8 @@ pub struct UserUnwinder {
     objects: ObjectCache,
     processes: HashMap<u32, Process>,
     cache: CacheX86_64,
+    /// Maps taken as processes entered reclaim, when they are taken.
+    snapshots: Option<Arc<Mutex<snapshots::Snapshots>>>,
 }
 
 /// Most processes whose view is kept.
@@ -237,15 +248,39 @@ const PROCESSES_MAX: usize = 256;
 
 impl Default for UserUnwinder {
     fn default() -> Self {
-        Self { objects: ObjectCache::default(), processes: HashMap::new(), cache: CacheX86_64::new() }
+        Self {
+            objects: ObjectCache::default(),
+            processes: HashMap::new(),
+            cache: CacheX86_64::new(),
+            snapshots: None,
+        }
     }
 }
 
 impl UserUnwinder {
-    /// Unwinds a sample of process `pid`, reading its memory map now (or
-    /// using the last one read, if it is gone).
-    pub fn unwind(&mut self, pid: u32, sample: &UserStackSample) -> Unwound {
-        let maps = maps::read_maps(pid);
+    /// Falls back on `snapshots` for processes gone before their map is
+    /// read.
+    pub fn use_snapshots(&mut self, snapshots: Arc<Mutex<snapshots::Snapshots>>) {
+        self.snapshots = Some(snapshots);
+    }
+
+    /// Unwinds a sample of process `pid`, reading its memory map now; if
+    /// it is gone, from the map taken as it entered reclaim (when `mm`,
+    /// its address space at the event, says it is the same process), else
+    /// the last one read.
+    pub fn unwind(&mut self, pid: u32, mm: Option<u64>, sample: &UserStackSample) -> Unwound {
+        let mut maps = maps::read_maps(pid);
+        let mut snapshot_mm = None;
+        if maps.is_none()
+            && let (Some(mm), Some(snapshots)) = (mm, &self.snapshots)
+        {
+            let mut snapshots = snapshots.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(snapshot) = snapshots.get(pid, mm) {
+                log::debug!("process {pid} gone: unwinding from the map taken as it entered reclaim");
+                maps = Some(snapshot.maps.clone());
+                snapshot_mm = Some(mm);
+            }
+        }
         let fresh = match (&maps, self.processes.get(&pid)) {
             (None, None) => {
                 return Unwound {
@@ -256,7 +291,18 @@ impl UserUnwinder {
             }
             (Some(text), Some(known)) => known.maps != *text,
             (Some(_), None) => true,
-            (None, Some(_)) => false,
+            // The last map read, unless it is known to be another
+            // process's (a snapshot of another address space).
+            (None, Some(known)) => {
+                if known.mm.is_some_and(|known| mm.is_some_and(|mm| mm != known)) {
+                    return Unwound {
+                        addrs: vec![sample.ip],
+                        method: None,
+                        truncated: Some("process gone before its memory map was read".into()),
+                    };
+                }
+                false
+            }
         };
         if let (true, Some(text)) = (fresh, maps) {
             if self.processes.len() >= PROCESSES_MAX {
@@ -269,7 +315,11 @@ impl UserUnwinder {
                 &maps::process_root(pid),
                 &debug_dirs,
             );
-            self.processes.insert(pid, Process::new(text, code));
+            let mut process = Process::new(text, code);
+            // A map read now is of the process the event saw (alive, so
+            // its pid is its own).
+            process.mm = snapshot_mm.or(mm);
+            self.processes.insert(pid, process);
         }
         let process = &self.processes[&pid];
         unwind(&process.unwinder, &process.code, &mut self.cache, sample)
@@ -291,7 +341,7 @@ impl Process {
         for module in &code.modules {
             unwinder.add_module(module.clone());
         }
-        Process { maps, unwinder, code }
+        Process { maps, mm: None, unwinder, code }
     }
 }
 

@@ -71,6 +71,8 @@ fn line_of(marker: &str) -> u32 {
 struct Dump {
     sample: UserStackSample,
     maps: String,
+    /// The fixture's, which has exited.
+    pid: u32,
 }
 
 /// Builds the fixture with `flags`, runs it, and reads what it recorded.
@@ -83,8 +85,10 @@ fn record(dir: &Path, name: &str, flags: &[&str]) -> Dump {
     let out = out.expect("gcc runs");
     assert!(out.status.success(), "gcc: {}", String::from_utf8_lossy(&out.stderr));
     let dump = dir.join(format!("{name}.dump"));
-    let status = Command::new(&binary).env("DUMP", &dump).output().unwrap().status;
-    assert!(status.success());
+    let mut child =
+        Command::new(&binary).env("DUMP", &dump).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let pid = child.id();
+    assert!(child.wait().unwrap().success());
     let bytes = std::fs::read(&dump).unwrap();
     let word = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap());
     let len = word(3) as usize;
@@ -97,6 +101,7 @@ fn record(dir: &Path, name: &str, flags: &[&str]) -> Dump {
             stack: bytes[32..32 + len].to_vec(),
         },
         maps: String::from_utf8(bytes[32 + len..].to_vec()).unwrap(),
+        pid,
     }
 }
 
@@ -229,9 +234,39 @@ fn a_process_that_is_gone_says_so() {
     child.wait().unwrap();
     let sample =
         UserStackSample { ip: 0x401000, sp: 0x7ff0_0000, bp: 0, requested: 8192, stack: vec![0; 64] };
-    let unwound = UserUnwinder::default().unwind(pid, &sample);
+    let unwound = UserUnwinder::default().unwind(pid, None, &sample);
     assert_eq!(unwound.addrs, [0x401000]);
     assert_eq!(unwound.truncated.as_deref(), Some("process gone before its memory map was read"));
+}
+
+/// An OOM trigger that was its own victim: gone when its event is read,
+/// unwound from the map taken as it entered reclaim, if the event's
+/// address space is that map's.
+#[test]
+fn a_process_gone_is_unwound_from_its_snapshot_of_the_same_address_space() {
+    use snapshots::{Snapshot, Snapshots, useful_lines};
+    let dir = TempDir::new().unwrap();
+    let dump = record(dir.path(), "gone", &["-fomit-frame-pointer"]);
+    let kept = Arc::new(Mutex::new(Snapshots::default()));
+    kept.lock().unwrap().insert(dump.pid, Snapshot { mm: 0x1000, maps: useful_lines(&dump.maps) });
+    let mut unwinder = UserUnwinder::default();
+    unwinder.use_snapshots(kept);
+    let gone = Some("process gone before its memory map was read");
+    // Another process under the same pid (or after an exec): not its map.
+    let other = unwinder.unwind(dump.pid, Some(0x2000), &dump.sample);
+    assert_eq!((other.addrs.as_slice(), other.truncated.as_deref()), ([dump.sample.ip].as_slice(), gone));
+    // An event that does not say which address space: not used either.
+    assert_eq!(unwinder.unwind(dump.pid, None, &dump.sample).truncated.as_deref(), gone);
+
+    let unwound = unwinder.unwind(dump.pid, Some(0x1000), &dump.sample);
+    assert_eq!((unwound.method, unwound.truncated.as_deref()), (Some(Method::Dwarf), None), "{unwound:?}");
+    let mut frames = unwinder.frames(dump.pid, &unwound.addrs).unwrap();
+    symbolize::resolve_user_frames(&mut frames);
+    let named: Vec<&str> = frames.iter().take(3).map(|f| f.symbol.as_deref().unwrap_or("?")).collect();
+    assert_eq!(named, ["g", "f", "main"], "{frames:#?}");
+    assert_eq!(frames.last().unwrap().symbol.as_deref(), Some("_start"), "{frames:#?}");
+    // The view kept from it is not lent to a later process of that pid.
+    assert_eq!(unwinder.unwind(dump.pid, Some(0x3000), &dump.sample).truncated.as_deref(), gone);
 }
 
 #[test]

@@ -115,7 +115,8 @@ impl AllocFamily {
     fn on_event(&mut self, event: &AllocEvent, tail: &[u8], ebpf: &Ebpf) {
         let sample = UserStackSample::from_record_tail(tail);
         if (event.key.user_stack >= 0 || sample.is_some()) && !self.user_stacks.contains_key(&event.key) {
-            let stack = self.stacks.user_stack(event.key.tgid, event.key.user_stack, sample.as_ref(), ebpf);
+            let stack =
+                self.stacks.user_stack(event.key.tgid, None, event.key.user_stack, sample.as_ref(), ebpf);
             self.user_stacks.insert(event.key, stack);
         }
         if self.snapshot_orders.insert(event.key.order) {
@@ -177,7 +178,8 @@ impl Family for AllocFamily {
             if key.user_stack >= 0 && !self.user_stacks.contains_key(key) {
                 // The event was lost or not handled yet: normalize now if
                 // the process still exists (else addresses only).
-                self.user_stacks.insert(*key, self.stacks.user_stack(key.tgid, key.user_stack, None, ebpf));
+                self.user_stacks
+                    .insert(*key, self.stacks.user_stack(key.tgid, None, key.user_stack, None, ebpf));
             }
             let UserStack { frames: mut user_stack, unwind: user_stack_unwind } =
                 self.user_stacks.get(key).cloned().unwrap_or_default();

@@ -16,7 +16,7 @@ use tracer_common::{maps, ustack::UserStackConfig};
 
 use super::{
     EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, Tracepoints, comm_string, drain_ring_with_tail,
-    load_and_attach, present_tracepoints,
+    load_and_attach, load_and_attach_as, present_tracepoints,
     stacks::{Stacks, UserStack},
     tracepoint_hooks, watch_ring,
 };
@@ -24,7 +24,10 @@ use crate::{
     kernel::{btf::KernelBtf, cgroups::Cgroups},
     model::{Frame, OomKill, OomRetries, Report},
     symbolize,
-    unwind::{self, UserStackSample},
+    unwind::{
+        self, UserStackSample,
+        snapshots::{Keeper, Snapshots},
+    },
 };
 
 pub mod report;
@@ -56,6 +59,14 @@ fn category(_tp: &str) -> &'static str {
     "oom"
 }
 
+/// Where processes are announced as they enter reclaim, for the maps of
+/// OOM triggers that do not outlive their kill (`unwind::snapshots`):
+/// (program, tracepoint).
+const PRESSURE_HOOKS: [(&str, &str); 2] = [
+    ("oom_pressure_memcg_reclaim", "mm_vmscan_memcg_reclaim_begin"),
+    ("oom_pressure_direct_reclaim", "mm_vmscan_direct_reclaim_begin"),
+];
+
 /// A kill and what only existed when it happened.
 struct Kill {
     event: OomEvent,
@@ -84,6 +95,9 @@ pub struct OomFamily {
     retries: [u64; 2],
     retries_reported: [u64; 2],
     stacks: Rc<Stacks>,
+    /// Takes the maps of processes entering reclaim, when user stacks are
+    /// unwound.
+    keeper: Option<Keeper>,
     warnings: Vec<String>,
 }
 
@@ -154,8 +168,24 @@ impl OomFamily {
             retries: [0; 2],
             retries_reported: [0; 2],
             stacks,
+            keeper: None,
             warnings,
         })
+    }
+
+    /// Announcements of processes entering reclaim, and the thread that
+    /// takes their maps: only when user stacks are copied for unwinding.
+    fn keep_maps(&mut self, ebpf: &mut Ebpf, env: &KernelEnv, flavor: ProgramFlavor) -> Result<()> {
+        let ring = aya::maps::RingBuf::try_from(
+            ebpf.take_map(maps::OOM_PRESSURE_EVENTS).context("OOM_PRESSURE_EVENTS map")?,
+        )?;
+        for (program, tp) in PRESSURE_HOOKS {
+            load_and_attach_as(ebpf, flavor, program, tp, env)?;
+        }
+        let snapshots = std::sync::Arc::new(std::sync::Mutex::new(Snapshots::default()));
+        self.stacks.use_snapshots(snapshots.clone());
+        self.keeper = Some(Keeper::spawn(ring, snapshots));
+        Ok(())
     }
 
     /// `tail`: what follows the event in its record (a kill's user stack
@@ -173,19 +203,22 @@ impl OomFamily {
                     }
                 }
                 let event = &event;
+                // The trigger's map first: it is often the victim, and
+                // about to exit.
+                let sample = UserStackSample::from_record_tail(tail);
+                let user_stack = self.stacks.user_stack(
+                    event.trigger_tgid,
+                    Some(event.trigger_mm).filter(|&mm| mm != 0),
+                    event.trigger_user_stack,
+                    sample.as_ref(),
+                    ebpf,
+                );
                 let path = |cgroups: &mut Option<Cgroups>, id| {
                     cgroups.as_mut().and_then(|c| c.path_of(id)).unwrap_or_default()
                 };
                 let cgroup = path(&mut self.cgroups, event.victim_memcg);
                 let trigger_cgroup = path(&mut self.cgroups, event.trigger_memcg);
                 let limit = self.cgroups.as_ref().and_then(|c| limited_ancestor(c, &trigger_cgroup));
-                let sample = UserStackSample::from_record_tail(tail);
-                let user_stack = self.stacks.user_stack(
-                    event.trigger_tgid,
-                    event.trigger_user_stack,
-                    sample.as_ref(),
-                    ebpf,
-                );
                 self.kills.push(Kill {
                     event: *event,
                     cgroup,
@@ -274,8 +307,17 @@ impl Family for OomFamily {
         for (tp, what) in missing {
             self.warnings.push(format!("oom:{tp} is not on this kernel: not reported ({what})"));
         }
-        self.flavor = Some(load_and_attach(ebpf, &present, env)?);
+        let flavor = load_and_attach(ebpf, &present, env)?;
+        self.flavor = Some(flavor);
         self.attached = present;
+        if self.user_stack_config.copy_bytes != 0
+            && let Err(e) = self.keep_maps(ebpf, env, flavor)
+        {
+            self.warnings.push(format!(
+                "oom: processes entering reclaim are not followed ({e:#}): the trigger stack of a process \
+                 gone before its kill is read ends at its innermost frame"
+            ));
+        }
         Ok(())
     }
 
