@@ -223,7 +223,7 @@ fn on_reclaim_begin<F: CurrentTask>() {
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if unsafe { OOM_PRESSURE_SEEN.get(&mm) }.is_some_and(|&seen| seen == tgid) {
+    if unsafe { OOM_PRESSURE_SEEN.get(mm) }.is_some_and(|&seen| seen == tgid) {
         return;
     }
     if task_wanted::<F>(task, tgid).is_none() {
@@ -234,7 +234,7 @@ fn on_reclaim_begin<F: CurrentTask>() {
         count(Counter::RingbufFull);
         return;
     };
-    let _ = OOM_PRESSURE_SEEN.insert(&mm, &tgid, BPF_ANY as u64);
+    let _ = OOM_PRESSURE_SEEN.insert(mm, tgid, BPF_ANY as u64);
     entry.write(PressureEvent { mm, ts_ns: unsafe { bpf_ktime_get_ns() }, tgid, pid: pid_tgid as u32 });
     // Rare, and the reader races the process's exit: woken every time.
     entry.submit(BPF_RB_FORCE_WAKEUP as u64);

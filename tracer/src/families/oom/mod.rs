@@ -292,7 +292,12 @@ impl Family for OomFamily {
 
     fn hook_summary(&self) -> String {
         let flavor = self.flavor.map_or("tp_btf or raw_tp", ProgramFlavor::as_str);
-        format!("{flavor} oom:{}", self.attached.join(", oom:"))
+        let mut summary = format!("{flavor} oom:{}", self.attached.join(", oom:"));
+        if self.keeper.is_some() {
+            let hooks: Vec<String> = PRESSURE_HOOKS.iter().map(|(_, tp)| format!("vmscan:{tp}")).collect();
+            summary += &format!(" (and {}: maps of processes entering reclaim)", hooks.join(", "));
+        }
+        summary
     }
 
     fn configure<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
@@ -413,6 +418,22 @@ pub fn probe_hooks(env: &KernelEnv) -> Vec<Hook> {
     };
     let mut hooks = tracepoint_hooks(env, TRACEPOINTS, category);
     hooks.push(super::tp_btf_hook(env, &["mark_victim"]));
+    for (_, tp) in PRESSURE_HOOKS {
+        let exists = env.tracefs.has_event("vmscan", tp);
+        hooks.push(Hook {
+            name: format!("vmscan:{tp}"),
+            available: exists,
+            used: exists,
+            required: false,
+            note: if exists {
+                "maps of processes entering reclaim, for trigger stacks of processes gone before their kill \
+                 is read"
+                    .into()
+            } else {
+                "not on this kernel".into()
+            },
+        });
+    }
     hooks.push(Hook {
         name: "BTF task and mm layout".into(),
         available: btf_note.is_none(),
