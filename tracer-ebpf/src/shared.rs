@@ -286,14 +286,12 @@ pub fn has_user_stack<F: Fields>(task: u64) -> bool {
     task != 0 && F::read::<u64>(task, offsets.task_mm).unwrap_or(0) != 0
 }
 
-/// The address of `task`'s `mm_struct` as a plain number (0 for a kernel
-/// thread): which process, until it exits or execs.
+/// The address of the current `task`'s `mm_struct` as a plain number (0
+/// for a kernel thread): which process, until it exits or execs. No
+/// branch (the OOM program is near 6.1's verifier limits).
 #[inline(always)]
 pub fn task_mm_addr<F: Fields>(task: u64) -> u64 {
     let offsets = global(&TASK_OFFSETS);
-    if task == 0 {
-        return 0;
-    }
     F::addr(F::read::<u64>(task, offsets.task_mm).unwrap_or(0))
 }
 
