@@ -23,7 +23,7 @@ use crate::{
     cli::WatchArgs,
     kernel::{cgroups::Cgroups, sysinfo},
     merge::merge_intervals,
-    model::{Report, SystemContext, TriggerMark},
+    model::{MemoryState, Report, SystemContext, TriggerMark},
     session::{self, Outputs, sinks::ReportSink},
 };
 
@@ -62,6 +62,12 @@ pub struct WatchSink {
     after_intervals: usize,
     period_s: f64,
     window: VecDeque<Report>,
+    /// PSI and refaults at the start of the window's first interval, and at
+    /// the end of each of its intervals: a capture's pressure line covers
+    /// what it holds, not the watch since it started.
+    window_start_pressure: Option<MemoryState>,
+    window_end_pressure: VecDeque<MemoryState>,
+    cgroup: Option<String>,
     /// Intervals seen since the start.
     seen: u64,
     header: Option<CaptureHeader>,
@@ -111,6 +117,9 @@ impl WatchSink {
             seen: 0,
             header: None,
             system: None,
+            window_start_pressure: None,
+            window_end_pressure: VecDeque::new(),
+            cgroup: args.run.cgroup.clone(),
             pending: None,
             demanded: false,
             written: 0,
@@ -173,7 +182,16 @@ impl WatchSink {
             .map_or(0.0, |r| r.window.offset_s + r.window.duration_s);
         let mark = TriggerMark { at_s: fired, ..pending.mark };
         let mut whole = merge_intervals(&intervals);
-        whole.system = Some(SystemContext { end: Some(sysinfo::memory_state()), ..system.clone() });
+        let mut system = system.clone();
+        if let Some(pressure) = &self.window_start_pressure {
+            system.start.psi_memory = pressure.psi_memory;
+            system.start.psi_cgroup = pressure.psi_cgroup.clone();
+            system.start.vmstat.extend(pressure.vmstat.iter().map(|(k, v)| (k.clone(), *v)));
+        }
+        whole.system = Some(SystemContext {
+            end: Some(sysinfo::memory_state(self.cgroup.as_deref())),
+            ..system.clone()
+        });
         whole.trigger = Some(mark.clone());
         let header = CaptureHeader {
             start_unix_s: first.start_unix_s,
@@ -195,7 +213,7 @@ impl WatchSink {
                 .open(&path)?;
             let mut writer = CaptureWriter::new(file)?;
             writer.write(Chunk::Header(&header))?;
-            writer.write(Chunk::SystemStart(system))?;
+            writer.write(Chunk::SystemStart(&system))?;
             for report in &intervals {
                 writer.write(Chunk::Interval(report))?;
             }
@@ -239,15 +257,18 @@ impl ReportSink for WatchSink {
         // lines, Perfetto and the time line).
         self.header = Some(CaptureHeader { interval_s: None, json: false, ..header.clone() });
         self.system = Some(system.clone());
+        self.window_start_pressure = Some(sysinfo::pressure_state(self.cgroup.as_deref()));
         Ok(())
     }
 
     fn interval(&mut self, report: &Report) -> Result<()> {
         self.window.push_back(report.clone());
+        self.window_end_pressure.push_back(sysinfo::pressure_state(self.cgroup.as_deref()));
         self.seen += 1;
         let limit = self.keep_intervals + self.pending.as_ref().map_or(0, |_| self.after_intervals);
         while self.window.len() > limit {
             self.window.pop_front();
+            self.window_start_pressure = self.window_end_pressure.pop_front();
         }
         if self.pending.is_none()
             && let Some(mark) = self.check_triggers(report)
@@ -273,6 +294,10 @@ impl ReportSink for WatchSink {
             self.write_capture(pending)?;
             // The next capture starts afresh: nothing is written twice.
             self.window.clear();
+            if let Some(last) = self.window_end_pressure.pop_back() {
+                self.window_start_pressure = Some(last);
+            }
+            self.window_end_pressure.clear();
         }
         Ok(())
     }
