@@ -394,3 +394,53 @@ fn a_p99_trigger_fires_when_requests_are_held_and_not_before() {
     assert!(max * error >= hold.as_secs_f64() * 1e6, "max {max} us, held {hold:?}");
     assert!(max <= longest.as_secs_f64() * 1e6 * error, "max {max} us, the helper ran {longest:?}");
 }
+
+/// SIGUSR1 writes a capture each time, `--cooldown` notwithstanding, and
+/// `--max-disk` (here one byte) removes the older capture once the newer
+/// one is written, never the newer one. 100 ms intervals: the two may
+/// fall in one second, which then names the second `-2`.
+#[test]
+fn sigusr1_ignores_the_cooldown_and_max_disk_removes_the_older_capture() {
+    require_root();
+    let disk = LoopDevice::new("watch-maxdisk", 16 << 20);
+    let dir = Dir::new("maxdisk");
+    let tracer = Tracer::start(&[
+        "watch",
+        "block",
+        "--disk",
+        &disk.name,
+        "--dir",
+        dir.0.to_str().unwrap(),
+        "--trigger",
+        "signal",
+        "--interval",
+        "100ms",
+        "--keep",
+        "10s",
+        "--cooldown",
+        "10m",
+        "--max-disk",
+        "1",
+        "--slow-io",
+        "off",
+    ]);
+    let written = |n: usize| move |e: &str| e.matches("capture written to").count() >= n;
+    run_helper(HELPER, &["direct-io", &disk.device, "20", "0", "0", "0"]);
+    unsafe { libc::kill(tracer.pid(), libc::SIGUSR1) };
+    assert!(wait_for_stderr(&tracer, Duration::from_secs(10), written(1)), "{}", tracer.stderr_so_far());
+    let first = dir.captures();
+    assert_eq!(first.len(), 1, "{first:?}");
+    run_helper(HELPER, &["direct-io", &disk.device, "30", "0", "0", "0"]);
+    unsafe { libc::kill(tracer.pid(), libc::SIGUSR1) };
+    assert!(wait_for_stderr(&tracer, Duration::from_secs(10), written(2)), "{}", tracer.stderr_so_far());
+    let done = tracer.stop_with(libc::SIGTERM);
+    assert!(done.status.success(), "{}", done.stderr);
+    assert!(!done.stderr.contains("cooldown"), "{}", done.stderr);
+    assert!(done.stderr.contains(&format!("removed {} (--max-disk)", first[0].display())), "{}", done.stderr);
+    let left = dir.captures();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_ne!(left, first, "the newer capture stays");
+    assert!(done.stderr.contains(&format!("capture written to {} ", left[0].display())), "{}", done.stderr);
+    // The newer capture starts after the older one: the second run's reads.
+    assert_eq!(reads_on(&report_json(&left[0]), &disk.name), 30);
+}
