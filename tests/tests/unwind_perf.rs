@@ -10,7 +10,6 @@ use std::{
     time::Duration,
 };
 
-use serde_json::Value;
 use tracer_tests::{Helper, MemCgroup, Tracer, require_root};
 
 const SOURCE: &str = include_str!("../c/nofp.c");
