@@ -398,6 +398,18 @@ impl MemCgroup {
     }
 
     /// Sets the hard limit (v1 `memory.limit_in_bytes`, v2 `memory.max`).
+    /// `command` started inside this cgroup (it joins before it runs).
+    pub fn enter<'a>(&self, command: &'a mut Command) -> &'a mut Command {
+        use std::os::unix::process::CommandExt as _;
+        let procs = self.dir.join("cgroup.procs");
+        unsafe {
+            command.pre_exec(move || {
+                std::fs::write(&procs, std::process::id().to_string())?;
+                Ok(())
+            })
+        }
+    }
+
     pub fn set_limit(&self, bytes: u64) {
         let file = if self.version == 1 { "memory.limit_in_bytes" } else { "memory.max" };
         std::fs::write(self.dir.join(file), bytes.to_string())

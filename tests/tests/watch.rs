@@ -83,11 +83,14 @@ fn an_oom_kill_writes_a_capture_of_the_seconds_before_it() {
         // Exact counts: see NO_SLOW_IO in tests/block.rs.
         "--slow-io",
         "off",
+        // Kills and I/O of this test only: other tests kill processes too.
+        "--cgroup",
+        &memcg.path,
     ]);
     let before = disk.stat();
     for _ in 0..3 {
-        let out = std::process::Command::new(HELPER)
-            .args(["direct-io", &disk.device, "100", "0", "0", "0"])
+        let out = memcg
+            .enter(std::process::Command::new(HELPER).args(["direct-io", &disk.device, "100", "0", "0", "0"]))
             .output();
         assert!(out.unwrap().status.success());
         std::thread::sleep(Duration::from_millis(700));
