@@ -63,9 +63,20 @@ pub struct LoopDevice {
 impl LoopDevice {
     pub fn new(tag: &str, bytes: u64) -> Self {
         let backing = PathBuf::from(format!("/dev/shm/tracer-test-{tag}-{}.img", std::process::id()));
-        std::fs::File::create(&backing).and_then(|f| f.set_len(bytes)).expect("creating loop backing file");
         // Direct I/O keeps the backing file out of the page cache; tmpfs
         // has it only since 6.6, so older kernels get a buffered loop.
+        Self::attach(backing, bytes, true)
+    }
+
+    /// A buffered loop device over a new file at `backing` (on a
+    /// filesystem of the test's own, say): its writes go through the
+    /// backing filesystem's write path, `sb_start_write` included.
+    pub fn buffered_over(backing: PathBuf, bytes: u64) -> Self {
+        Self::attach(backing, bytes, false)
+    }
+
+    fn attach(backing: PathBuf, bytes: u64, direct: bool) -> Self {
+        std::fs::File::create(&backing).and_then(|f| f.set_len(bytes)).expect("creating loop backing file");
         let losetup = |direct: &[&str]| {
             Command::new("losetup")
                 .args(["--find", "--show"])
@@ -74,8 +85,11 @@ impl LoopDevice {
                 .output()
                 .expect("running losetup")
         };
-        let mut out = losetup(&["--direct-io=on"]);
-        if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Invalid argument") {
+        let mut out = losetup(if direct { &["--direct-io=on"] } else { &[] });
+        if direct
+            && !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("Invalid argument")
+        {
             out = losetup(&[]);
         }
         if !out.status.success() {
@@ -111,6 +125,34 @@ impl Drop for LoopDevice {
     fn drop(&mut self) {
         let _ = Command::new("losetup").args(["--detach", &self.device]).status();
         let _ = std::fs::remove_file(&self.backing);
+    }
+}
+
+/// An ext4 made on `disk`, mounted on a fresh directory; unmounted and the
+/// directory removed on drop (drop it before `disk`).
+pub struct Ext4Mount {
+    pub dir: PathBuf,
+}
+
+impl Ext4Mount {
+    pub fn new(disk: &LoopDevice, tag: &str) -> Self {
+        let ok = Command::new("mkfs.ext4").args(["-q", "-F", &disk.device]).status().unwrap().success();
+        assert!(ok, "mkfs.ext4 {}", disk.device);
+        let dir = std::env::temp_dir().join(format!("tracer-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = Command::new("mount").arg(&disk.device).arg(&dir).status().unwrap().success();
+        if !ok {
+            let _ = std::fs::remove_dir(&dir);
+            panic!("mount {}", disk.device);
+        }
+        Self { dir }
+    }
+}
+
+impl Drop for Ext4Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
     }
 }
 
@@ -222,6 +264,11 @@ impl Tracer {
 
     pub fn pid(&self) -> i32 {
         self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// What the tracer has printed on stderr so far, line by line.
+    pub fn stderr_so_far(&self) -> String {
+        self.stderr_lines.lock().unwrap().join("\n")
     }
 
     /// Sends a signal and collects the output.
@@ -351,6 +398,18 @@ impl MemCgroup {
     }
 
     /// Sets the hard limit (v1 `memory.limit_in_bytes`, v2 `memory.max`).
+    /// `command` started inside this cgroup (it joins before it runs).
+    pub fn enter<'a>(&self, command: &'a mut Command) -> &'a mut Command {
+        use std::os::unix::process::CommandExt as _;
+        let procs = self.dir.join("cgroup.procs");
+        unsafe {
+            command.pre_exec(move || {
+                std::fs::write(&procs, std::process::id().to_string())?;
+                Ok(())
+            })
+        }
+    }
+
     pub fn set_limit(&self, bytes: u64) {
         let file = if self.version == 1 { "memory.limit_in_bytes" } else { "memory.max" };
         std::fs::write(self.dir.join(file), bytes.to_string())

@@ -8,7 +8,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use tracer_tests::{FtraceCount, LoopDevice, Tracer, require_root};
+use tracer_tests::{Ext4Mount, FtraceCount, LoopDevice, Tracer, require_root};
 
 /// The writeback limits, restored on drop (also when the test fails):
 /// writing a ratio clears the bytes setting and the reverse.
@@ -38,28 +38,6 @@ impl Drop for DirtyLimits {
     }
 }
 
-/// An ext4 on `disk`, mounted on a fresh directory; unmounted on drop.
-struct Mounted(std::path::PathBuf);
-
-impl Mounted {
-    fn ext4(disk: &LoopDevice) -> Self {
-        let ok = Command::new("mkfs.ext4").args(["-q", "-F", &disk.device]).status().unwrap().success();
-        assert!(ok, "mkfs.ext4 {}", disk.device);
-        let dir = std::env::temp_dir().join(format!("tracer-dirty-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ok = Command::new("mount").arg(&disk.device).arg(&dir).status().unwrap().success();
-        assert!(ok, "mount {}", disk.device);
-        Self(dir)
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
 /// `field=value` out of an ftrace line.
 fn field(line: &str, name: &str) -> i64 {
     let at = line.find(&format!(" {name}=")).unwrap_or_else(|| panic!("no {name} in {line}"));
@@ -70,12 +48,12 @@ fn field(line: &str, name: &str) -> i64 {
 fn throttling_pauses_equal_the_kernels_record() {
     require_root();
     let disk = LoopDevice::new("dirty", 320 << 20);
-    let mount = Mounted::ext4(&disk);
+    let mount = Ext4Mount::new(&disk, "dirty");
     // The writer waits for a line on stdin, so its pid is known (and
     // filtered on) before it writes anything.
     let mut writer = Command::new("sh")
         .args(["-c", "read go && exec dd if=/dev/zero of=\"$1\" bs=1M count=160 status=none", "sh"])
-        .arg(mount.0.join("file"))
+        .arg(mount.dir.join("file"))
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();

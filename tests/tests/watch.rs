@@ -3,11 +3,12 @@
 
 use std::{
     path::{Path, PathBuf},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-use tracer_tests::{Helper, LoopDevice, MemCgroup, Tracer, require_root, run_tracer};
+use tracer_tests::{Ext4Mount, Helper, LoopDevice, MemCgroup, Tracer, require_root, run_helper, run_tracer};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_tracer-test-helper");
 
@@ -82,11 +83,14 @@ fn an_oom_kill_writes_a_capture_of_the_seconds_before_it() {
         // Exact counts: see NO_SLOW_IO in tests/block.rs.
         "--slow-io",
         "off",
+        // Kills and I/O of this test only: other tests kill processes too.
+        "--cgroup",
+        &memcg.path,
     ]);
     let before = disk.stat();
     for _ in 0..3 {
-        let out = std::process::Command::new(HELPER)
-            .args(["direct-io", &disk.device, "100", "0", "0", "0"])
+        let out = memcg
+            .enter(std::process::Command::new(HELPER).args(["direct-io", &disk.device, "100", "0", "0", "0"]))
             .output();
         assert!(out.unwrap().status.success());
         std::thread::sleep(Duration::from_millis(700));
@@ -222,4 +226,224 @@ fn a_psi_trigger_fires_under_memory_cgroup_pressure() {
         .map(|r| r["count"].as_u64().unwrap())
         .sum();
     assert!(memcg_stalls > 0, "the capture shows the reclaim behind the pressure: {}", report["reclaim"]);
+}
+
+/// `fsfreeze -f` on a mountpoint; thawed on drop, also when the test fails
+/// (writes held by the freeze would otherwise wait forever, and the
+/// filesystem could not be unmounted). Declared after the devices it sits
+/// on, so dropped before them.
+struct Frozen<'a>(&'a Path);
+
+impl<'a> Frozen<'a> {
+    fn new(mountpoint: &'a Path) -> Self {
+        let out = Command::new("fsfreeze").arg("-f").arg(mountpoint).output().expect("running fsfreeze");
+        assert!(out.status.success(), "fsfreeze -f: {}", String::from_utf8_lossy(&out.stderr));
+        Self(mountpoint)
+    }
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("fsfreeze").arg("-u").arg(self.0).status();
+    }
+}
+
+/// Waits until `done` holds for the tracer's stderr so far; false on timeout.
+fn wait_for_stderr(tracer: &Tracer, timeout: Duration, done: impl Fn(&str) -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !done(&tracer.stderr_so_far()) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// One write to `disk`, a buffered loop device over a file on `mount`,
+/// held `hold` by freezing `mount` while it is in flight: the loop
+/// worker's write to the backing file waits in `sb_start_write` until the
+/// thaw, so the request's issue-to-completion time is at least `hold`.
+/// Returns the time from just before the write was started to its end: no
+/// request of it can have taken longer.
+fn one_held_write(mount: &Path, disk: &LoopDevice, hold: Duration) -> Duration {
+    let frozen = Frozen::new(mount);
+    let started = Instant::now();
+    let writer = Command::new(HELPER)
+        .args(["direct-io", &disk.device, "0", "1", "0", "0"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starting tracer-test-helper");
+    // Held from when the block layer has it, not from the spawn: on a busy
+    // machine the helper may take a while to get there.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while disk.stat().in_flight == 0 {
+        assert!(Instant::now() < deadline, "the write never reached {}", disk.name);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(hold);
+    drop(frozen);
+    let out = writer.wait_with_output().unwrap();
+    assert!(out.status.success(), "the held write failed: {}", out.status);
+    started.elapsed()
+}
+
+/// The acceptance of a p99 trigger: a loop device (B) over a file on an
+/// ext4 on another loop device (A). Steady fast direct I/O on B fires
+/// nothing; one write to B held 500 ms by `fsfreeze` of A's mountpoint
+/// gives B an interval whose p99 is over the 200 ms threshold, and the
+/// capture appears `--after` later, its report naming the trigger and
+/// showing the slow write. Held again within `--cooldown`: the trigger
+/// fires, is logged as within its cooldown, and no second capture comes.
+#[test]
+fn a_p99_trigger_fires_when_requests_are_held_and_not_before() {
+    require_root();
+    let threshold = Duration::from_millis(200);
+    let hold = Duration::from_millis(500);
+    let lower = LoopDevice::new("watch-p99-lower", 64 << 20);
+    let mount = Ext4Mount::new(&lower, "watch-p99-fs");
+    let disk = LoopDevice::buffered_over(mount.dir.join("upper.img"), 16 << 20);
+    let dir = Dir::new("p99");
+    let trigger = format!("p99:{}>{}ms", disk.name, threshold.as_millis());
+    let tracer = Tracer::start(&[
+        "watch",
+        "block",
+        "--disk",
+        &disk.name,
+        "--dir",
+        dir.0.to_str().unwrap(),
+        "--trigger",
+        &trigger,
+        "--keep",
+        "60s",
+        "--after",
+        "2s",
+        "--cooldown",
+        "10m",
+        "--slow-io",
+        "off",
+    ]);
+
+    // Steady fast I/O, then a whole interval for its last report.
+    for _ in 0..6 {
+        run_helper(HELPER, &["direct-io", &disk.device, "50", "20", "0", "0"]);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!tracer.stderr_so_far().contains("fired"), "fired on fast I/O:\n{}", tracer.stderr_so_far());
+    assert!(dir.captures().is_empty(), "a capture before the slow write");
+
+    let longest = one_held_write(&mount.dir, &disk, hold);
+    let thawed = Instant::now();
+    let written = wait_for_stderr(&tracer, Duration::from_secs(15), |e| e.contains("capture written to"));
+    let waited = thawed.elapsed();
+    assert!(written, "no capture after the held write:\n{}", tracer.stderr_so_far());
+    // --after 2s is two intervals after the one with the slow write.
+    assert!(waited < Duration::from_secs(2 + 4), "the capture came {waited:?} after the thaw");
+    let stderr = tracer.stderr_so_far();
+    assert!(stderr.contains(&format!("trigger p99 fired: {} write p99", disk.name)), "{stderr}");
+    let captures = dir.captures();
+    assert_eq!(captures.len(), 1, "{captures:?}");
+    assert!(captures[0].to_string_lossy().ends_with("-p99.cap"), "{captures:?}");
+
+    // Within the cooldown: fired, logged, no capture.
+    one_held_write(&mount.dir, &disk, hold);
+    let logged = wait_for_stderr(&tracer, Duration::from_secs(10), |e| e.contains("within its cooldown"));
+    assert!(logged, "the second slow interval was not seen:\n{}", tracer.stderr_so_far());
+    // Past where its --after would have ended.
+    std::thread::sleep(Duration::from_secs(3));
+    let done = tracer.stop_with(libc::SIGTERM);
+    assert!(done.status.success(), "{}", done.stderr);
+    assert_eq!(done.stderr.matches("trigger p99 fired:").count(), 1, "{}", done.stderr);
+    assert!(
+        done.stderr.contains("trigger p99 fired (")
+            && done.stderr.contains("within its cooldown: no capture")
+    );
+    assert_eq!(dir.captures(), captures, "a capture within the cooldown");
+
+    let report = report_json(&captures[0]);
+    assert_eq!(report["trigger"]["trigger"], "p99", "{}", report["trigger"]);
+    let what = report["trigger"]["what"].as_str().unwrap();
+    assert!(what.starts_with(&format!("{} write p99", disk.name)), "{what}");
+    // The time line: fast intervals with requests before the trigger's,
+    // which is over the threshold.
+    let at = report["trigger"]["at_s"].as_f64().unwrap();
+    let threshold_us = threshold.as_secs_f64() * 1e6;
+    let mut before = 0;
+    let mut fired = None;
+    for point in report["timeline"].as_array().unwrap() {
+        let end = point["offset_s"].as_f64().unwrap() + point["duration_s"].as_f64().unwrap();
+        let p99 = point["block_p99_us"].as_f64().unwrap();
+        if end < at - 1e-6 {
+            assert!(p99 <= threshold_us, "a slow interval before the trigger: {point}");
+            before += point["block_requests"].as_u64().unwrap();
+        } else if (end - at).abs() < 1e-6 {
+            fired = Some(p99);
+        }
+    }
+    assert!(before >= 6 * 70 / 2, "the steady I/O before the trigger is in the capture: {before} requests");
+    let fired = fired.expect("the trigger's interval is in the time line");
+    assert!(fired > threshold_us, "the trigger's interval has p99 {fired} us");
+    // The held write as tracer measured it: at least the hold, at most
+    // the helper's whole run (bucket bounds within their relative error).
+    let writes = report["block"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["device"] == disk.name.as_str() && r["op"] == "write")
+        .expect("writes on the disk");
+    let max = writes["latency_us"]["max"].as_f64().unwrap();
+    let error = 1.0 + writes["latency_us"]["relative_error"].as_f64().unwrap();
+    assert!(max * error >= hold.as_secs_f64() * 1e6, "max {max} us, held {hold:?}");
+    assert!(max <= longest.as_secs_f64() * 1e6 * error, "max {max} us, the helper ran {longest:?}");
+}
+
+/// SIGUSR1 writes a capture each time, `--cooldown` notwithstanding, and
+/// `--max-disk` (here one byte) removes the older capture once the newer
+/// one is written, never the newer one. 100 ms intervals: the two may
+/// fall in one second, which then names the second `-2`.
+#[test]
+fn sigusr1_ignores_the_cooldown_and_max_disk_removes_the_older_capture() {
+    require_root();
+    let disk = LoopDevice::new("watch-maxdisk", 16 << 20);
+    let dir = Dir::new("maxdisk");
+    let tracer = Tracer::start(&[
+        "watch",
+        "block",
+        "--disk",
+        &disk.name,
+        "--dir",
+        dir.0.to_str().unwrap(),
+        "--trigger",
+        "signal",
+        "--interval",
+        "100ms",
+        "--keep",
+        "10s",
+        "--cooldown",
+        "10m",
+        "--max-disk",
+        "1",
+        "--slow-io",
+        "off",
+    ]);
+    let written = |n: usize| move |e: &str| e.matches("capture written to").count() >= n;
+    run_helper(HELPER, &["direct-io", &disk.device, "20", "0", "0", "0"]);
+    unsafe { libc::kill(tracer.pid(), libc::SIGUSR1) };
+    assert!(wait_for_stderr(&tracer, Duration::from_secs(10), written(1)), "{}", tracer.stderr_so_far());
+    let first = dir.captures();
+    assert_eq!(first.len(), 1, "{first:?}");
+    run_helper(HELPER, &["direct-io", &disk.device, "30", "0", "0", "0"]);
+    unsafe { libc::kill(tracer.pid(), libc::SIGUSR1) };
+    assert!(wait_for_stderr(&tracer, Duration::from_secs(10), written(2)), "{}", tracer.stderr_so_far());
+    let done = tracer.stop_with(libc::SIGTERM);
+    assert!(done.status.success(), "{}", done.stderr);
+    assert!(!done.stderr.contains("cooldown"), "{}", done.stderr);
+    assert!(done.stderr.contains(&format!("removed {} (--max-disk)", first[0].display())), "{}", done.stderr);
+    let left = dir.captures();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_ne!(left, first, "the newer capture stays");
+    assert!(done.stderr.contains(&format!("capture written to {} ", left[0].display())), "{}", done.stderr);
+    // The newer capture starts after the older one: the second run's reads.
+    assert_eq!(reads_on(&report_json(&left[0]), &disk.name), 30);
 }

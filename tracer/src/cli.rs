@@ -159,6 +159,11 @@ pub struct RunOptions {
     /// frames in kernel stacks (else symbol+offset from /proc/kallsyms).
     #[arg(long, value_name = "PATH")]
     pub vmlinux: Option<PathBuf>,
+    /// Bytes of user stack copied at allocation failures and OOM triggers,
+    /// to unwind binaries without frame pointers from their CFI (as perf
+    /// --call-graph dwarf,8192); at most 16K. 0: frame pointers only.
+    #[arg(long, value_name = "SIZE", default_value = "8K", value_parser = parse_user_stack)]
+    pub user_stack: u32,
     /// Use raw tracepoints even where BTF tracepoints work.
     #[arg(long, hide = true)]
     pub force_raw_tp: bool,
@@ -167,7 +172,12 @@ pub struct RunOptions {
 impl RunOptions {
     /// What the families read of these options.
     pub fn family_options(&self) -> crate::families::Options {
-        crate::families::Options { queued: self.queued, slow_io: self.slow_io.0, min_order: self.min_order }
+        crate::families::Options {
+            queued: self.queued,
+            slow_io: self.slow_io.0,
+            min_order: self.min_order,
+            user_stack_bytes: self.user_stack,
+        }
     }
 
     /// `--duration`, or trace's default.
@@ -292,6 +302,20 @@ pub fn parse() -> Cli {
     cli
 }
 
+/// `--user-stack`: a size up to what one ring record carries.
+fn parse_user_stack(text: &str) -> Result<u32, String> {
+    let max = tracer_common::ustack::USER_STACK_MAX as u64;
+    if text.trim() == "0" {
+        return Ok(0);
+    }
+    match crate::units::parse_size(text)? {
+        bytes if bytes <= max => Ok(bytes as u32),
+        bytes => {
+            Err(format!("{bytes} bytes is more than one event carries ({max}); 16K at most, 0 for none"))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,5 +419,13 @@ mod tests {
         assert!(cross_check(&parse(&["--interval", "1s"]).unwrap()).is_ok());
         let err = parse(&["--interval", "1ms"]).unwrap_err();
         assert!(err.to_string().contains("shorter than 10 ms"), "{err}");
+    }
+
+    #[test]
+    fn user_stack_sizes() {
+        assert_eq!(parse_user_stack("8K"), Ok(8192));
+        assert_eq!(parse_user_stack("0"), Ok(0));
+        assert_eq!(parse_user_stack("16K"), Ok(16384));
+        assert!(parse_user_stack("17K").unwrap_err().contains("16K at most"));
     }
 }

@@ -559,6 +559,17 @@ pub struct MemoryState {
     /// has PSI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub psi_memory: Option<PsiTotals>,
+    /// The `--cgroup`'s `memory.pressure` totals (cgroup v2 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psi_cgroup: Option<CgroupPsi>,
+}
+
+/// A cgroup's PSI memory totals.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CgroupPsi {
+    /// As given to `--cgroup`.
+    pub cgroup: String,
+    pub totals: PsiTotals,
 }
 
 /// PSI stall totals, microseconds since boot.

@@ -17,6 +17,7 @@
 //! `offset` stays relative to the captured address, as the kernel prints.
 
 use std::{
+    cell::RefCell,
     collections::BTreeMap,
     fs::{self, File},
     io::{BufRead as _, BufReader, Read as _},
@@ -384,10 +385,45 @@ pub fn resolve_user_frames(frames: &mut [Frame]) {
     thread_local! {
         // Keeps parsed files across stacks; blazesym reloads a file that
         // changed on disk.
-        static SYMBOLIZER: Symbolizer = Symbolizer::builder().set_debug_dirs(Some(DEBUG_DIRS)).enable_demangling(false).build();
+        static SYMBOLIZER: RefCell<BoundedSymbolizer> = RefCell::new(BoundedSymbolizer::new());
     }
     let debug_dirs: Vec<&Path> = DEBUG_DIRS.iter().map(Path::new).collect();
-    SYMBOLIZER.with(|symbolizer| resolve_user_frames_with(symbolizer, frames, &debug_dirs));
+    SYMBOLIZER.with_borrow_mut(|bounded| {
+        bounded.admit(frames.iter().filter_map(|f| f.module.as_deref()));
+        resolve_user_frames_with(&bounded.symbolizer, frames, &debug_dirs)
+    });
+}
+
+/// A symbolizer whose caches hold at most [`Self::MODULES_MAX`] files: it
+/// keeps every file it parsed (and its DWARF) for good, and `watch` runs
+/// for days on hosts that run many binaries. Past the bound it starts
+/// afresh.
+struct BoundedSymbolizer {
+    symbolizer: Symbolizer,
+    modules: std::collections::HashSet<String>,
+}
+
+impl BoundedSymbolizer {
+    const MODULES_MAX: usize = 32;
+
+    fn new() -> Self {
+        Self {
+            symbolizer: Symbolizer::builder()
+                .set_debug_dirs(Some(DEBUG_DIRS))
+                .enable_demangling(false)
+                .build(),
+            modules: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Makes room for `modules` (those of the stack about to be resolved).
+    fn admit<'a>(&mut self, modules: impl Iterator<Item = &'a str> + Clone) {
+        let new = modules.clone().filter(|m| !self.modules.contains(*m)).count();
+        if new > 0 && self.modules.len() + new > Self::MODULES_MAX {
+            *self = Self::new();
+        }
+        self.modules.extend(modules.map(str::to_string));
+    }
 }
 
 /// `symbolizer` must search `debug_dirs` for debug links too.
@@ -601,6 +637,22 @@ mod tests {
         io::Write as _,
         process::{Child, Command, Stdio},
     };
+
+    /// Long runs see many binaries: the symbolizer's caches start afresh
+    /// past their bound instead of growing.
+    #[test]
+    fn the_symbolizer_keeps_a_bounded_number_of_files() {
+        let mut bounded = BoundedSymbolizer::new();
+        let names: Vec<String> = (0..BoundedSymbolizer::MODULES_MAX).map(|i| format!("/bin/p{i}")).collect();
+        bounded.admit(names.iter().map(String::as_str));
+        assert_eq!(bounded.modules.len(), BoundedSymbolizer::MODULES_MAX);
+        // Known files take no room.
+        bounded.admit(["/bin/p0", "/bin/p1"].into_iter());
+        assert_eq!(bounded.modules.len(), BoundedSymbolizer::MODULES_MAX);
+        bounded.admit(["/bin/p0", "/bin/new"].into_iter());
+        assert_eq!(bounded.modules.len(), 2, "started afresh with this stack's files");
+        assert!(bounded.modules.contains("/bin/new") && bounded.modules.contains("/bin/p0"));
+    }
 
     use tempfile::TempDir;
 

@@ -1,6 +1,8 @@
-//! Output stays byte-identical on recorded captures: two real captures (a
-//! whole run of every family, and the same run cut short so that the
-//! report is rebuilt by merging its intervals) rendered in every format
+//! Output stays byte-identical on recorded captures: three real captures (a
+//! whole run of every family; the same run cut short so that the report is
+//! rebuilt by merging its intervals; and four OOM kills of one command in
+//! one memory cgroup, which the report groups, with their stalls grouped
+//! too) rendered in every format
 //! and compared with what an earlier build printed: the text and folded
 //! outputs verbatim, JSON and Perfetto by SHA-256 (`outputs.sha256`).
 //!
@@ -32,7 +34,7 @@ fn keep(name: &str, bytes: &[u8]) -> String {
 
 #[test]
 fn text_and_folded_are_unchanged() {
-    for capture in ["whole", "cut"] {
+    for capture in ["whole", "cut", "grouped"] {
         for format in ["text", "folded"] {
             let name = format!("{capture}.{format}");
             let expected = std::fs::read(Path::new(GOLDEN).join(&name)).unwrap();
@@ -57,7 +59,7 @@ fn json_and_perfetto_are_unchanged() {
         assert_eq!(digest, sum, "{name} differs; what was printed: {}", keep(name, &actual));
         checked += 1;
     }
-    assert_eq!(checked, 4);
+    assert_eq!(checked, 6);
 }
 
 /// The heat map of a real capture: one panel per disk, well-formed SVG,
@@ -95,4 +97,17 @@ fn the_heatmap_of_a_capture_has_a_panel_per_disk() {
         .map(|b| b["count"].as_u64().unwrap())
         .sum();
     assert_eq!(requests, total, "the cells add up to the intervals' histograms");
+}
+
+/// The report leads with the summary, and repeated kills and stalls of one
+/// command in one cgroup are one entry each.
+#[test]
+fn the_grouped_capture_leads_with_the_summary_and_groups_repeats() {
+    let text = String::from_utf8(report("grouped", "text")).unwrap();
+    let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("no `{needle}` in:\n{text}"));
+    assert!(at("Summary") < at("\nOOM kills: 4"), "{text}");
+    at("oom      4 OOM kills: tracer-test-hel x4 in /tracer-golden-oom");
+    at("4 kills of tracer-test-hel in /tracer-golden-oom from 2.01s to 5.00s, pids ");
+    assert_eq!(text.matches(": killed ").count(), 1, "one stanza for the group: {text}");
+    at("4 x tracer-test-hel  in /tracer-golden-oom: 144 stalls");
 }

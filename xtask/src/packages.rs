@@ -18,11 +18,30 @@ pub struct Package {
 }
 
 /// What the integration tests run besides tracer.
-pub const TEST_TOOLS: &[Package] = &[Package {
-    name: "prometheus",
-    command: "prometheus",
-    why: "the metrics export test scrapes tracer with it",
-}];
+pub const TEST_TOOLS: &[Package] = &[
+    Package {
+        name: "prometheus",
+        command: "prometheus",
+        why: "the metrics export test scrapes tracer with it",
+    },
+    Package {
+        name: "linux-perf",
+        command: "perf",
+        why: "user stacks are checked against `perf record --call-graph dwarf`",
+    },
+    Package {
+        name: "gcc",
+        command: "gcc",
+        why: "the C helper without frame pointers is built -O2 by the tests",
+    },
+    Package { name: "e2fsprogs", command: "mkfs.ext4", why: "tests put ext4 on their own loop devices" },
+    Package { name: "mount", command: "losetup", why: "tests trace loop devices of their own" },
+    Package {
+        name: "util-linux",
+        command: "fsfreeze",
+        why: "the watch p99 test holds requests with fsfreeze",
+    },
+];
 
 pub fn ensure(packages: &[Package]) -> Result<()> {
     let missing: Vec<&Package> = packages.iter().filter(|p| !util::exists_on_path(p.command)).collect();

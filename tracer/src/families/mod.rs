@@ -149,6 +149,8 @@ pub struct Options {
     pub slow_io: Option<std::time::Duration>,
     /// `--min-order`.
     pub min_order: u32,
+    /// `--user-stack`: bytes of user stack copied for CFI unwinding.
+    pub user_stack_bytes: u32,
 }
 
 /// A family's [`FamilySpec`]: its name, help line, hooks and constructor;

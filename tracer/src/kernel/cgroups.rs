@@ -42,6 +42,9 @@ pub fn memory_hierarchy(mounts: &[Mount]) -> Option<(PathBuf, u8)> {
     v1.or_else(|| mounts.iter().find(|m| m.fstype == "cgroup2").map(|m| (PathBuf::from(&m.mount_point), 2)))
 }
 
+/// Most cgroup names remembered.
+const PATHS_KEPT: usize = 4096;
+
 pub struct Cgroups {
     root: PathBuf,
     version: u8,
@@ -104,6 +107,12 @@ impl Cgroups {
     }
 
     fn rescan(&mut self) {
+        // Names of removed cgroups are kept (a killed container's cgroup is
+        // often gone by the report), but not forever: hosts that churn
+        // containers for days would grow the map without end.
+        if self.paths.len() > PATHS_KEPT {
+            self.paths.clear();
+        }
         let mut stack = vec![self.root.clone()];
         while let Some(dir) = stack.pop() {
             let Ok(meta) = fs::metadata(&dir) else { continue };

@@ -71,9 +71,9 @@ fn read_trimmed(path: impl AsRef<Path>) -> Option<String> {
 }
 
 /// Everything, now: for the start of a run.
-pub fn collect() -> SystemContext {
+pub fn collect(cgroup: Option<&str>) -> SystemContext {
     let release = read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let meminfo_now = memory_state();
+    let meminfo_now = memory_state(cgroup);
     SystemContext {
         kernel: KernelInfo {
             version: read_trimmed("/proc/sys/kernel/version").unwrap_or_default(),
@@ -105,14 +105,38 @@ pub fn collect() -> SystemContext {
     }
 }
 
-/// The counters that move: for the start and the end of a run.
-pub fn memory_state() -> MemoryState {
+/// The counters that move: for the start and the end of a run, with the
+/// PSI of the `--cgroup` where it has its own (cgroup v2).
+pub fn memory_state(cgroup: Option<&str>) -> MemoryState {
     MemoryState {
+        psi_cgroup: cgroup.and_then(cgroup_psi),
         taken_unix_s: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
         meminfo: fs::read_to_string("/proc/meminfo").map(|t| parse_meminfo(&t)).unwrap_or_default(),
         vmstat: vmstat::read(),
         buddyinfo: zones::parse_buddyinfo(&fs::read_to_string("/proc/buddyinfo").unwrap_or_default()),
         psi_memory: fs::read_to_string("/proc/pressure/memory").ok().and_then(|t| parse_psi(&t)),
+    }
+}
+
+/// `memory.pressure` of a cgroup given as `--cgroup` takes it, on cgroup v2.
+fn cgroup_psi(cgroup: &str) -> Option<crate::model::CgroupPsi> {
+    let hierarchy = super::cgroups::Cgroups::find().filter(|c| c.version() == 2)?;
+    let text = fs::read_to_string(hierarchy.dir_of(cgroup).join("memory.pressure")).ok()?;
+    Some(crate::model::CgroupPsi { cgroup: cgroup.to_string(), totals: parse_psi(&text)? })
+}
+
+/// What the report's pressure line compares, now, and nothing else: cheap
+/// enough for every interval of `watch`, whose captures start at the
+/// first interval they keep.
+pub fn pressure_state(cgroup: Option<&str>) -> MemoryState {
+    let vmstat =
+        vmstat::read().into_iter().filter(|(name, _)| name.starts_with("workingset_refault_")).collect();
+    MemoryState {
+        taken_unix_s: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
+        vmstat,
+        psi_memory: fs::read_to_string("/proc/pressure/memory").ok().and_then(|t| parse_psi(&t)),
+        psi_cgroup: cgroup.and_then(cgroup_psi),
+        ..MemoryState::default()
     }
 }
 
@@ -375,7 +399,7 @@ mod tests {
     /// On this machine: the files exist and parse.
     #[test]
     fn collects_this_machine() {
-        let system = collect();
+        let system = collect(None);
         assert!(!system.kernel.release.is_empty());
         assert!(system.cpus.online >= 1);
         assert!(system.memory_total_kb > 0);

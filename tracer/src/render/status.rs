@@ -2,7 +2,7 @@
 //! events, lost, and the most alarming finding so far. Built from the
 //! interval reports, so it needs nothing from the kernel side.
 
-use crate::model::Report;
+use crate::{model::Report, render::parts::plural};
 
 /// What a run has seen so far, summed over its intervals.
 #[derive(Debug, Default, Clone)]
@@ -88,7 +88,7 @@ impl Status {
             parts.push(format!("{} alloc failures", si(self.alloc_failures)));
         }
         if self.oom_kills > 0 {
-            parts.push(format!("{} OOM kills", self.oom_kills));
+            parts.push(format!("{} {}", self.oom_kills, plural(self.oom_kills, "OOM kill")));
         }
         if self.reclaim_stalls > 0 {
             parts.push(format!("{} stalls {:.0} ms", si(self.reclaim_stalls), self.reclaim_ms));
@@ -159,7 +159,7 @@ mod tests {
         status.add(&Report { oom_kills: vec![kill], ..Report::default() });
         assert_eq!(
             status.line(),
-            "2.0k io, 7 alloc failures, 1 OOM kills, lost 2 | OOM killed 42 (apache2) in /web"
+            "2.0k io, 7 alloc failures, 1 OOM kill, lost 2 | OOM killed 42 (apache2) in /web"
         );
     }
 }

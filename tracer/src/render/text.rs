@@ -80,12 +80,18 @@ fn render_summary(out: &mut String, report: &Report) {
 /// PSI memory stall over the run against the reclaim and compaction
 /// stalls tracer timed (PSI counts wall time with any task stalled; the
 /// traced stalls add up per task, so overlapping stalls can exceed it).
+/// With `--cgroup` on cgroup v2, the cgroup's own PSI, which is what the
+/// traced (filtered) stalls compare with.
 fn pressure_line(report: &Report) -> Option<String> {
     let system = report.system.as_ref()?;
-    let (start, end) = (system.start.psi_memory?, system.end.as_ref()?.psi_memory?);
+    let end_state = system.end.as_ref()?;
+    let (scope, start, end) = match (&system.start.psi_cgroup, &end_state.psi_cgroup) {
+        (Some(a), Some(b)) if a.cgroup == b.cgroup => (format!(" in {}", a.cgroup), a.totals, b.totals),
+        _ => (String::new(), system.start.psi_memory?, end_state.psi_memory?),
+    };
     let some_ms = end.some_us.saturating_sub(start.some_us) as f64 / 1000.0;
     let full_ms = end.full_us.saturating_sub(start.full_us) as f64 / 1000.0;
-    let mut line = format!("PSI memory: some {some_ms:.1} ms, full {full_ms:.1} ms over the run");
+    let mut line = format!("PSI memory{scope}: some {some_ms:.1} ms, full {full_ms:.1} ms over the run");
     if report.family("reclaim").is_some_and(|f| f.state == "traced") && some_ms > 0.0 {
         let traced = report.stall_rows().map(|r| r.total_ms).fold(0.0, |a, b| a + b);
         let _ = write!(
@@ -180,4 +186,49 @@ fn render_lost(out: &mut String, report: &Report) {
     let detail: Vec<String> =
         report.lost.iter().filter(|l| l.count > 0).map(|l| format!("{} {}", l.count, l.reason)).collect();
     let _ = writeln!(out, "\nlost events: {} ({})", report.lost_events, detail.join(", "));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CgroupPsi, FamilyStatus, MemoryState, PsiTotals, StallRow, SystemContext};
+
+    fn state(some_us: u64, cgroup_some_us: Option<u64>) -> MemoryState {
+        MemoryState {
+            psi_memory: Some(PsiTotals { some_us, full_us: some_us / 2 }),
+            psi_cgroup: cgroup_some_us
+                .map(|us| CgroupPsi { cgroup: "/db".into(), totals: PsiTotals { some_us: us, full_us: 0 } }),
+            ..MemoryState::default()
+        }
+    }
+
+    fn report(start: MemoryState, end: MemoryState) -> Report {
+        Report {
+            families: vec![FamilyStatus {
+                family: "reclaim".into(),
+                state: "traced".into(),
+                hook: String::new(),
+                detail: String::new(),
+            }],
+            reclaim: vec![StallRow { kind: "memcg".into(), count: 3, total_ms: 30.0, ..StallRow::default() }],
+            system: Some(SystemContext { start, end: Some(end), ..SystemContext::default() }),
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn the_pressure_line_compares_with_the_cgroups_own_psi_where_it_has_one() {
+        let system_wide = report(state(1_000_000, None), state(1_200_000, None));
+        assert_eq!(
+            pressure_line(&system_wide).unwrap(),
+            "PSI memory: some 200.0 ms, full 100.0 ms over the run; traced reclaim and compaction 30.0 ms (15% of \
+             some); the rest is not reclaim tracer timed: refaults (thrashing: 0 in the run), swap-in or throttling"
+        );
+        let cgroup = report(state(1_000_000, Some(5_000)), state(1_200_000, Some(45_000)));
+        assert_eq!(
+            pressure_line(&cgroup).unwrap(),
+            "PSI memory in /db: some 40.0 ms, full 0.0 ms over the run; traced reclaim and compaction 30.0 ms (75% \
+             of some)"
+        );
+    }
 }

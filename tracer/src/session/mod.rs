@@ -278,7 +278,7 @@ pub fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
         sinks.push(Box::new(CaptureSink::create(path)?));
     }
     // The machine as it was before tracing touched it.
-    let system = sysinfo::collect();
+    let system = sysinfo::collect(args.cgroup.as_deref());
     let started = Instant::now();
     let mut notices = Vec::new();
     let env = kernel_env(&mut notices, !args.force_raw_tp)?;
@@ -377,7 +377,8 @@ pub fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
     report.timeline = std::mem::take(&mut run.timeline);
     let end = CaptureEnd { ended_by: ended_by.unwrap_or("duration").into(), intervals: run.intervals };
     drop(run); // detaches everything before the report is written
-    report.system = Some(SystemContext { end: Some(sysinfo::memory_state()), ..system });
+    report.system =
+        Some(SystemContext { end: Some(sysinfo::memory_state(args.cgroup.as_deref())), ..system });
     for sink in &mut sinks {
         sink.whole(&report, &end)?;
     }

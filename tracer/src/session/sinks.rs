@@ -101,6 +101,10 @@ impl StatusLine {
         } else {
             indicatif::ProgressDrawTarget::hidden()
         };
+        Self::drawn_on(duration, target)
+    }
+
+    fn drawn_on(duration: Duration, target: indicatif::ProgressDrawTarget) -> Self {
         let bar = indicatif::ProgressBar::with_draw_target(Some(duration.as_secs().max(1)), target);
         bar.set_style(
             indicatif::ProgressStyle::with_template("tracer: {elapsed:>4}/{len}s {wide_msg}")
@@ -292,6 +296,66 @@ impl Drop for CaptureSink {
     fn drop(&mut self) {
         if !self.started {
             let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BlockRow, OomKill, Percentiles};
+    use indicatif::{InMemoryTerm, ProgressDrawTarget};
+
+    /// The status line on a virtual terminal `cols` wide, after a busy
+    /// interval and then a quiet one.
+    fn drawn(cols: u16) -> (String, String) {
+        let term = InMemoryTerm::new(4, cols);
+        let target = ProgressDrawTarget::term_like_with_hz(Box::new(term.clone()), 200);
+        let mut status = StatusLine::drawn_on(Duration::from_secs(600), target);
+        let busy = Report {
+            block: vec![BlockRow {
+                device: "nvme0n1".into(),
+                dev: "259:0".into(),
+                op: "read".into(),
+                count: 123_456,
+                bytes: 0,
+                errors: 0,
+                untimed: 0,
+                latency_us: Percentiles { max: 900.0, ..Percentiles::default() },
+                histogram: Vec::new(),
+            }],
+            oom_kills: vec![OomKill {
+                victim_comm: "a-rather-long-command-name".into(),
+                ..OomKill::default()
+            }],
+            lost_events: 3,
+            ..Report::default()
+        };
+        status.interval(&busy).unwrap();
+        status.bar.force_draw();
+        let first = term.contents();
+        status.status = render::status::Status::default();
+        status.interval(&Report::default()).unwrap();
+        status.bar.force_draw();
+        (first, term.contents())
+    }
+
+    #[test]
+    fn the_status_line_fits_narrow_terminals_and_leaves_no_fragments() {
+        for cols in [24, 40, 80] {
+            let (busy, quiet) = drawn(cols);
+            for screen in [&busy, &quiet] {
+                let lines: Vec<&str> = screen.lines().filter(|l| !l.trim().is_empty()).collect();
+                // One line, never wrapped onto a second.
+                assert_eq!(lines.len(), 1, "{cols} columns: {screen:?}");
+                assert!(lines[0].chars().count() <= cols as usize, "{cols} columns: {screen:?}");
+                assert!(lines[0].starts_with("tracer:"), "{screen:?}");
+            }
+            // The shorter line replaced the longer one entirely.
+            assert!(!quiet.contains("OOM") && !quiet.contains("lost 3"), "{cols} columns: {quiet:?}");
+            if cols == 80 {
+                assert!(busy.contains("1 OOM kill,") && busy.contains("lost 3"), "{busy:?}");
+            }
         }
     }
 }

@@ -201,7 +201,7 @@ pub struct ObjectCache {
 }
 
 /// Most files kept parsed.
-const OBJECT_CACHE_MAX: usize = 512;
+const OBJECT_CACHE_MAX: usize = 64;
 
 impl ObjectCache {
     fn get(&mut self, mapping: &Mapping, root: &Path, debug_dirs: &[&Path]) -> Option<Arc<ObjectCfi>> {

@@ -244,7 +244,7 @@ pub struct UserUnwinder {
 }
 
 /// Most processes whose view is kept.
-const PROCESSES_MAX: usize = 256;
+const PROCESSES_MAX: usize = 64;
 
 impl Default for UserUnwinder {
     fn default() -> Self {

@@ -23,7 +23,7 @@ use crate::{
     cli::WatchArgs,
     kernel::{cgroups::Cgroups, sysinfo},
     merge::merge_intervals,
-    model::{Report, SystemContext, TriggerMark},
+    model::{MemoryState, Report, SystemContext, TriggerMark},
     session::{self, Outputs, sinks::ReportSink},
 };
 
@@ -62,6 +62,12 @@ pub struct WatchSink {
     after_intervals: usize,
     period_s: f64,
     window: VecDeque<Report>,
+    /// PSI and refaults at the start of the window's first interval, and at
+    /// the end of each of its intervals: a capture's pressure line covers
+    /// what it holds, not the watch since it started.
+    window_start_pressure: Option<MemoryState>,
+    window_end_pressure: VecDeque<MemoryState>,
+    cgroup: Option<String>,
     /// Intervals seen since the start.
     seen: u64,
     header: Option<CaptureHeader>,
@@ -111,6 +117,9 @@ impl WatchSink {
             seen: 0,
             header: None,
             system: None,
+            window_start_pressure: None,
+            window_end_pressure: VecDeque::new(),
+            cgroup: args.run.cgroup.clone(),
             pending: None,
             demanded: false,
             written: 0,
@@ -173,29 +182,36 @@ impl WatchSink {
             .map_or(0.0, |r| r.window.offset_s + r.window.duration_s);
         let mark = TriggerMark { at_s: fired, ..pending.mark };
         let mut whole = merge_intervals(&intervals);
-        whole.system = Some(SystemContext { end: Some(sysinfo::memory_state()), ..system.clone() });
+        let mut system = system.clone();
+        if let Some(pressure) = &self.window_start_pressure {
+            system.start.psi_memory = pressure.psi_memory;
+            system.start.psi_cgroup = pressure.psi_cgroup.clone();
+            system.start.vmstat.extend(pressure.vmstat.iter().map(|(k, v)| (k.clone(), *v)));
+        }
+        whole.system = Some(SystemContext {
+            end: Some(sysinfo::memory_state(self.cgroup.as_deref())),
+            ..system.clone()
+        });
         whole.trigger = Some(mark.clone());
         let header = CaptureHeader {
             start_unix_s: first.start_unix_s,
             duration_s: whole.window.duration_s,
             ..header.clone()
         };
-        let name = format!(
-            "tracer-{}-{}.cap",
+        let stem = format!(
+            "tracer-{}-{}",
             utc(first.start_unix_s + fired).trim_end_matches(" UTC").replace([' ', ':'], "-"),
             mark.trigger
         );
-        let path = self.dir.join(name);
-        let write = || -> Result<()> {
-            let file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&path)?;
+        // Only a file this call created is removed when the write fails.
+        let mut created: Option<PathBuf> = None;
+        let dir = &self.dir;
+        let mut write = || -> Result<()> {
+            let (file, path) = create_capture(dir, &stem)?;
+            created = Some(path);
             let mut writer = CaptureWriter::new(file)?;
             writer.write(Chunk::Header(&header))?;
-            writer.write(Chunk::SystemStart(system))?;
+            writer.write(Chunk::SystemStart(&system))?;
             for report in &intervals {
                 writer.write(Chunk::Interval(report))?;
             }
@@ -211,7 +227,10 @@ impl WatchSink {
             writer.get_ref().sync_all()?;
             Ok(())
         };
-        match write() {
+        let written = write();
+        let was_created = created.is_some();
+        let path = created.unwrap_or_else(|| self.dir.join(format!("{stem}.cap")));
+        match written {
             Ok(()) => {
                 self.written += 1;
                 eprintln!(
@@ -224,7 +243,9 @@ impl WatchSink {
             }
             Err(e) => {
                 // Tracing goes on; a later trigger may find room again.
-                let _ = fs::remove_file(&path);
+                if was_created {
+                    let _ = fs::remove_file(&path);
+                }
                 eprintln!("tracer: watch: warning: writing the capture {} failed: {e:#}", path.display());
             }
         }
@@ -239,15 +260,18 @@ impl ReportSink for WatchSink {
         // lines, Perfetto and the time line).
         self.header = Some(CaptureHeader { interval_s: None, json: false, ..header.clone() });
         self.system = Some(system.clone());
+        self.window_start_pressure = Some(sysinfo::pressure_state(self.cgroup.as_deref()));
         Ok(())
     }
 
     fn interval(&mut self, report: &Report) -> Result<()> {
         self.window.push_back(report.clone());
+        self.window_end_pressure.push_back(sysinfo::pressure_state(self.cgroup.as_deref()));
         self.seen += 1;
         let limit = self.keep_intervals + self.pending.as_ref().map_or(0, |_| self.after_intervals);
         while self.window.len() > limit {
             self.window.pop_front();
+            self.window_start_pressure = self.window_end_pressure.pop_front();
         }
         if self.pending.is_none()
             && let Some(mark) = self.check_triggers(report)
@@ -273,6 +297,10 @@ impl ReportSink for WatchSink {
             self.write_capture(pending)?;
             // The next capture starts afresh: nothing is written twice.
             self.window.clear();
+            if let Some(last) = self.window_end_pressure.pop_back() {
+                self.window_start_pressure = Some(last);
+            }
+            self.window_end_pressure.clear();
         }
         Ok(())
     }
@@ -323,23 +351,49 @@ fn prepare_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Creates `dir/STEM.cap` 0600, or `STEM-2.cap`, `STEM-3.cap`... when a
+/// capture of that second and trigger is there already (intervals under a
+/// second, SIGUSR1 in consecutive intervals): never over an existing file,
+/// never through a symlink.
+fn create_capture(dir: &Path, stem: &str) -> std::io::Result<(fs::File, PathBuf)> {
+    let mut n = 1;
+    loop {
+        let path = dir.join(if n == 1 { format!("{stem}.cap") } else { format!("{stem}-{n}.cap") });
+        let opened = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path);
+        match opened {
+            Ok(file) => return Ok((file, path)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Removes the oldest captures of `dir` until it holds at most `max`
 /// bytes; never `keep` (the one just written).
 pub fn prune(dir: &Path, max: u64, keep: &Path) {
     let Ok(entries) = fs::read_dir(dir) else { return };
-    let mut captures: Vec<(PathBuf, u64)> = entries
+    let mut captures: Vec<(std::time::SystemTime, PathBuf, u64)> = entries
         .flatten()
         .filter(|e| {
             let name = e.file_name();
             let name = name.to_string_lossy();
             name.starts_with("tracer-") && name.ends_with(".cap")
         })
-        .filter_map(|e| Some((e.path(), e.metadata().ok()?.len())))
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some((meta.modified().ok()?, e.path(), meta.len()))
+        })
         .collect();
-    // Names start with the time: oldest first.
+    // Oldest first: by when written, then by name (which starts with the
+    // time, but `-2.cap` of the same second sorts before `.cap`).
     captures.sort();
-    let mut total: u64 = captures.iter().map(|c| c.1).sum();
-    for (path, size) in captures {
+    let mut total: u64 = captures.iter().map(|c| c.2).sum();
+    for (_, path, size) in captures {
         if total <= max {
             break;
         }
@@ -380,5 +434,41 @@ mod tests {
         assert_eq!(left, ["other.txt", "tracer-2026-01-02-b.cap", "tracer-2026-01-03-c.cap"]);
         prune(dir.path(), 10, &newest);
         assert!(newest.exists(), "the capture just written stays");
+    }
+
+    #[test]
+    fn a_capture_of_the_same_second_and_trigger_gets_its_own_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let stem = "tracer-2026-11-30-22-50-01-signal";
+        let (first, path1) = create_capture(dir.path(), stem).unwrap();
+        std::io::Write::write_all(&mut &first, b"first").unwrap();
+        let (_, path2) = create_capture(dir.path(), stem).unwrap();
+        let (_, path3) = create_capture(dir.path(), stem).unwrap();
+        assert_eq!(path1, dir.path().join(format!("{stem}.cap")));
+        assert_eq!(path2, dir.path().join(format!("{stem}-2.cap")));
+        assert_eq!(path3, dir.path().join(format!("{stem}-3.cap")));
+        assert_eq!(fs::read(&path1).unwrap(), b"first", "the first capture is left as it was");
+        assert_eq!(fs::metadata(&path2).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    /// Times set: a fast file system may give files written in a row one.
+    #[test]
+    fn pruning_goes_by_when_captures_were_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let stem = "tracer-2026-11-30-22-50-01-signal";
+        let (older, newer, newest) = (
+            dir.path().join(format!("{stem}.cap")),
+            dir.path().join(format!("{stem}-2.cap")),
+            dir.path().join("tracer-2026-11-30-22-50-02-signal.cap"),
+        );
+        let at = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        for (i, path) in [&older, &newer, &newest].into_iter().enumerate() {
+            fs::write(path, vec![0u8; 100]).unwrap();
+            let file = fs::File::options().write(true).open(path).unwrap();
+            file.set_modified(at + Duration::from_secs(i as u64)).unwrap();
+        }
+        prune(dir.path(), 200, &newest);
+        assert!(!older.exists(), "the one written first goes first");
+        assert!(newer.exists() && newest.exists());
     }
 }

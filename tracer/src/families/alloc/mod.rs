@@ -40,7 +40,8 @@ pub const FAMILY: super::FamilySpec = super::family_spec!(
 );
 
 fn build(setup: &super::Setup<'_>) -> Result<Box<dyn Family>> {
-    let options = AllocOptions { min_order: setup.options.min_order };
+    let options =
+        AllocOptions { min_order: setup.options.min_order, user_stack_bytes: setup.options.user_stack_bytes };
     Ok(Box::new(AllocFamily::new(options, setup.env, setup.stacks.clone())?))
 }
 
@@ -48,6 +49,8 @@ fn build(setup: &super::Setup<'_>) -> Result<Box<dyn Family>> {
 pub struct AllocOptions {
     /// `--min-order`.
     pub min_order: u32,
+    /// `--user-stack`.
+    pub user_stack_bytes: u32,
 }
 
 pub struct AllocFamily {
@@ -84,8 +87,7 @@ impl AllocFamily {
             GfpTable::builtin()
         });
         let migratetypes = env.btf.as_ref().map(migratetype_names).unwrap_or_default();
-        let (user_stack_config, warning) =
-            unwind::config_or_off(&env.btf, tracer_common::ustack::USER_STACK_DEFAULT);
+        let (user_stack_config, warning) = unwind::config_or_off(&env.btf, options.user_stack_bytes);
         warnings.extend(warning);
         Ok(Self {
             config: AllocConfig { min_order: options.min_order, _pad: 0 },

@@ -41,7 +41,7 @@ pub const FAMILY: super::FamilySpec = super::family_spec!(
 );
 
 fn build(setup: &super::Setup<'_>) -> Result<Box<dyn Family>> {
-    Ok(Box::new(OomFamily::new(setup.env, setup.stacks.clone())?))
+    Ok(Box::new(OomFamily::new(setup.env, setup.stacks.clone(), setup.options.user_stack_bytes)?))
 }
 
 /// Kills kept for the whole-run report.
@@ -132,7 +132,7 @@ pub fn oom_offsets(btf: &KernelBtf) -> Result<OomOffsets> {
 }
 
 impl OomFamily {
-    pub fn new(env: &KernelEnv, stacks: Rc<Stacks>) -> Result<Self> {
+    pub fn new(env: &KernelEnv, stacks: Rc<Stacks>, user_stack_bytes: u32) -> Result<Self> {
         let btf = env.btf.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut offsets = oom_offsets(btf).context("reading the OOM victim's layout from BTF")?;
         // Older kernels' mark_victim(int pid[, uid_t uid]) has none of the
@@ -150,8 +150,7 @@ impl OomFamily {
             );
         }
         let page_kb = (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) / 1024) as u64;
-        let (user_stack_config, warning) =
-            unwind::config_or_off(&env.btf, tracer_common::ustack::USER_STACK_DEFAULT);
+        let (user_stack_config, warning) = unwind::config_or_off(&env.btf, user_stack_bytes);
         warnings.extend(warning);
         Ok(Self {
             offsets,

@@ -42,6 +42,55 @@ fn kind_title(kind: &str) -> &'static str {
     }
 }
 
+/// Processes of one command in one cgroup: 29 stress workers or OOM-killed
+/// restarts of a service stall alike, and read better as one line.
+#[derive(Debug, PartialEq)]
+pub struct ProcessGroup<'a> {
+    pub comm: &'a str,
+    pub cgroup: &'a str,
+    pub pids: Vec<u32>,
+    pub count: u64,
+    pub total_ms: f64,
+    pub max_us: f64,
+}
+
+/// `processes` (busiest first) grouped by command and cgroup, busiest
+/// group first.
+pub fn group_processes(processes: &[StallBreakdown]) -> Vec<ProcessGroup<'_>> {
+    let mut groups: Vec<ProcessGroup<'_>> = Vec::new();
+    for p in processes {
+        match groups.iter_mut().find(|g| g.comm == p.comm && g.cgroup == p.cgroup) {
+            Some(g) => {
+                g.pids.push(p.pid);
+                g.count += p.count;
+                g.total_ms += p.total_ms;
+                g.max_us = g.max_us.max(p.latency_us.max);
+            }
+            None => groups.push(ProcessGroup {
+                comm: &p.comm,
+                cgroup: &p.cgroup,
+                pids: vec![p.pid],
+                count: p.count,
+                total_ms: p.total_ms,
+                max_us: p.latency_us.max,
+            }),
+        }
+    }
+    groups.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
+    groups
+}
+
+/// At most eight pids, then how many in all.
+fn pid_list(pids: &[u32]) -> String {
+    const SHOWN: usize = 8;
+    let shown: Vec<String> = pids.iter().take(SHOWN).map(u32::to_string).collect();
+    if pids.len() > SHOWN {
+        format!("{}, ... {} in all", shown.join(", "), pids.len())
+    } else {
+        shown.join(", ")
+    }
+}
+
 /// Its section of the text report.
 pub fn render_text(out: &mut String, report: &Report) {
     render_reclaim(out, report);
@@ -81,17 +130,25 @@ fn render_reclaim(out: &mut String, report: &Report) {
         render_log2(out, &row.histogram);
         let _ = writeln!(out, "     {}", percentiles_line(&row.latency_us));
         let _ = writeln!(out, "     top processes:");
-        for p in row.processes.iter().take(5) {
-            let cgroup = if p.cgroup.is_empty() { String::new() } else { format!(" in {}", p.cgroup) };
-            let _ = writeln!(
+        for group in group_processes(&row.processes).iter().take(5) {
+            let cgroup =
+                if group.cgroup.is_empty() { String::new() } else { format!(" in {}", group.cgroup) };
+            let who = match group.pids.as_slice() {
+                [pid] => format!("{pid:>7} {:<16}", group.comm),
+                pids => format!("{:>5} x {:<16}", pids.len(), group.comm),
+            };
+            let _ = write!(
                 out,
-                "       {:>7} {:<16}{cgroup}: {} stalls, {:.1} ms, max {} us",
-                p.pid,
-                p.comm,
-                p.count,
-                p.total_ms,
-                us(p.latency_us.max)
+                "       {who}{cgroup}: {} {}, {:.1} ms, max {} us",
+                group.count,
+                plural(group.count, "stall"),
+                group.total_ms,
+                us(group.max_us)
             );
+            if group.pids.len() > 1 {
+                let _ = write!(out, " (pids {})", pid_list(&group.pids));
+            }
+            out.push('\n');
         }
         if row.cgroups.len() > 1
             || row.cgroups.first().is_some_and(|c| !c.cgroup.is_empty() && c.cgroup != "/")
@@ -237,4 +294,72 @@ fn merge_compaction(into: &mut Compaction, other: &Compaction) {
     merge_stall_row(&mut into.stalls, &other.stalls);
     into.attempts += other.attempts;
     add_named_counts(&mut into.results, &other.results);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Percentiles;
+
+    fn process(pid: u32, comm: &str, cgroup: &str, count: u64, total_ms: f64, max_us: f64) -> StallBreakdown {
+        StallBreakdown {
+            pid,
+            comm: comm.into(),
+            cgroup: cgroup.into(),
+            count,
+            total_ms,
+            latency_us: Percentiles { max: max_us, ..Percentiles::default() },
+            nr_reclaimed: 0,
+        }
+    }
+
+    #[test]
+    fn processes_of_one_command_in_one_cgroup_are_one_line() {
+        let processes = [
+            process(10, "postgres", "/db", 5, 9.0, 4000.0),
+            process(11, "stress", "/load", 4, 3.0, 900.0),
+            process(12, "stress", "/load", 6, 4.0, 1500.0),
+            process(13, "stress", "/other", 1, 0.5, 500.0),
+            process(14, "stress", "/load", 2, 2.5, 700.0),
+        ];
+        let groups = group_processes(&processes);
+        let summary: Vec<(&str, &str, Vec<u32>, u64)> =
+            groups.iter().map(|g| (g.comm, g.cgroup, g.pids.clone(), g.count)).collect();
+        assert_eq!(
+            summary,
+            [
+                ("stress", "/load", vec![11, 12, 14], 12),
+                ("postgres", "/db", vec![10], 5),
+                ("stress", "/other", vec![13], 1)
+            ]
+        );
+        assert_eq!(groups[0].total_ms, 9.5);
+        assert_eq!(groups[0].max_us, 1500.0);
+
+        let report = Report {
+            reclaim: vec![StallRow {
+                kind: "memcg".into(),
+                count: 18,
+                processes: processes.to_vec(),
+                ..StallRow::default()
+            }],
+            ..Report::default()
+        };
+        let mut text = String::new();
+        render_text(&mut text, &report);
+        assert!(
+            text.contains(
+                "    3 x stress           in /load: 12 stalls, 9.5 ms, max 1500 us (pids 11, 12, 14)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("     10 postgres         in /db: 5 stalls, 9.0 ms, max 4000 us\n"), "{text}");
+    }
+
+    #[test]
+    fn long_pid_lists_say_how_many_in_all() {
+        let pids: Vec<u32> = (100..112).collect();
+        assert_eq!(pid_list(&pids), "100, 101, 102, 103, 104, 105, 106, 107, ... 12 in all");
+        assert_eq!(pid_list(&[7]), "7");
+    }
 }
