@@ -119,10 +119,11 @@ fn memcg_reclaim_is_attributed_to_its_cgroup() {
     );
 }
 
-/// The one slow test: global direct reclaim from a page cache full of a
-/// sparse file, a min watermark raised above what is free, and a burst of
-/// anonymous memory; bounded to a few GiB and cleaned up (file deleted,
-/// page cache dropped, watermark restored) whatever happens.
+/// The one slow test: global direct reclaim from a page cache filled past
+/// what is free by a sparse file, every zone's min watermark raised above
+/// its free pages (the helper says how), and a burst of anonymous memory;
+/// bounded to a few GiB and cleaned up (file deleted, page cache dropped,
+/// watermark restored) whatever happens.
 #[test]
 fn direct_reclaim_entries_equal_allocstall() {
     require_root();
@@ -137,15 +138,21 @@ fn direct_reclaim_entries_equal_allocstall() {
         }
     }
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
-    let total_gib = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap()
-        >> 20;
-    // Room for the tests' own processes; the cache plus the burst exceed RAM.
-    let anon = (total_gib / 3).max(1);
-    let cache = total_gib.saturating_sub(anon / 2).max(2);
+    let mib = |key: &str| {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap()
+            >> 10
+    };
+    // The cache takes all free memory and then some, so kswapd has
+    // pressed every zone down to its watermarks before the burst.
+    let cache = mib("MemFree:") + 512;
+    // Every fault of the burst finds the zones below their min watermark
+    // until reclaim catches up: 1 GiB gives many stalls and spares a
+    // shared machine.
+    let anon = (mib("MemTotal:") / 4).clamp(256, 1024);
     let sparse = std::path::PathBuf::from(format!("/var/tmp/tracer-sparse-{}", std::process::id()));
     // The helper raises the min watermark once the cache is full; put back
     // whatever happens.
@@ -153,17 +160,18 @@ fn direct_reclaim_entries_equal_allocstall() {
 
     let tracer = Tracer::start(&["trace", "reclaim", "--duration", "600s", "--json"]);
     let before = vmstat_sum("allocstall_");
-    run_helper(
+    let watermarks = run_helper(
         HELPER,
         &["reclaim-pressure", sparse.to_str().unwrap(), &cache.to_string(), &anon.to_string()],
     );
     std::thread::sleep(std::time::Duration::from_millis(500));
     let stalls = vmstat_sum("allocstall_") - before;
+    println!("{stalls} direct reclaim entries; helper: {watermarks}");
     let done = tracer.stop();
     assert!(done.status.success(), "{}", done.stderr);
     let report = done.json();
     let direct = row(&report, "direct");
-    assert!(stalls > 0, "the workload caused no direct reclaim");
+    assert!(stalls > 0, "the workload caused no direct reclaim; watermarks and zones: {watermarks}");
     let counted = direct["count"].as_u64().unwrap() + direct["untimed"].as_u64().unwrap();
     assert_eq!(counted, stalls, "direct reclaim entries vs allocstall_* delta: {direct}");
     assert!(direct["total_ms"].as_f64().unwrap() > 0.0);

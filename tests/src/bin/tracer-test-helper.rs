@@ -40,7 +40,8 @@ fn main() {
             memcg_read(std::path::Path::new(&args[1]), std::path::Path::new(&args[2]), mb);
         }
         "reclaim-pressure" => {
-            let n = |i: usize| args.get(i).and_then(|v| v.parse::<u64>().ok()).expect("numeric argument");
+            let n =
+                |i: usize| args.get(i).and_then(|v| v.parse::<u64>().ok()).expect("numeric argument (MiB)");
             reclaim_pressure(std::path::Path::new(&args[1]), n(2), n(3));
         }
         "bpf-progs" => bpf_programs(),
@@ -310,33 +311,134 @@ fn memcg_read(memcg: &std::path::Path, file: &std::path::Path, mb: usize) {
     println!("{{\"read\":{total}}}");
 }
 
-/// Global direct reclaim, bounded: fill the page cache by reading
-/// `cache_gib` GiB of a sparse file, then fault in `anon_gib` GiB of
-/// anonymous memory faster than kswapd frees pages.
-fn reclaim_pressure(sparse: &std::path::Path, cache_gib: u64, anon_gib: u64) {
+/// Global direct reclaim, bounded: fill the page cache past what is free
+/// by reading a sparse file (`cache_mib` MiB), raise the min watermark of
+/// every zone above that zone's free pages, then fault in `anon_mib` MiB of
+/// anonymous memory. Prints what it set, per zone, as JSON.
+///
+/// The watermark is what makes this deterministic: an allocation that finds
+/// every zone below its min watermark wakes kswapd and then reclaims
+/// directly at once (`__alloc_pages_slowpath`), whoever wins later. Raising
+/// `vm.min_free_kbytes` just above the machine's total MemFree is not
+/// enough: the kernel splits it between the zones by their size
+/// (`__setup_per_zone_wmarks`), not by what each has free, so a zone with
+/// much of its memory still free (a 4 GiB VM's DMA32, when the cache filled
+/// Normal first) stays above its share and serves the burst while kswapd
+/// keeps up. So the value is computed from /proc/zoneinfo: for each zone,
+/// the share that puts its min above its free pages less its protection
+/// (lowmem_reserve, which an allocation that could use a higher zone must
+/// leave) plus a margin for what kswapd frees meanwhile. The setting is
+/// restored here after the burst (the test restores it too, whatever
+/// happens).
+fn reclaim_pressure(sparse: &std::path::Path, cache_mib: u64, anon_mib: u64) {
     use std::io::Read as _;
+    const MIN_FREE: &str = "/proc/sys/vm/min_free_kbytes";
     let f = std::fs::File::create(sparse).unwrap();
-    f.set_len(cache_gib << 30).unwrap();
+    f.set_len(cache_mib << 20).unwrap();
     let mut f = std::fs::File::open(sparse).unwrap();
     let mut buf = vec![0u8; 4 << 20];
     while f.read(&mut buf).unwrap_or(0) > 0 {}
-    // With the page cache full, lift the min watermark just above what is
-    // free: the next allocation finds free memory below it before kswapd
-    // has run, and reclaims directly. Without this a fast kswapd on a big
-    // machine keeps up and there is no direct reclaim at all. The test
-    // restores the setting.
-    let free_kb = std::fs::read_to_string("/proc/meminfo")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("MemFree:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("MemFree");
-    std::fs::write("/proc/sys/vm/min_free_kbytes", (free_kb + (128 << 10)).to_string()).unwrap();
-    let len = (anon_gib << 30) as usize;
+    // kswapd, woken while the cache filled, balances the zones to their
+    // high watermarks and goes back to sleep: raising the watermarks does
+    // not wake it, so the burst's first fault finds it asleep.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let original = std::fs::read_to_string(MIN_FREE).unwrap().trim().to_string();
+    let zones = read_zones();
+    let min_free_kb = min_free_kbytes_for_direct_reclaim(&zones);
+    // Direct reclaim must be able to take the watermark and the burst out
+    // of the page cache: otherwise this would OOM-kill on a shared machine.
+    let available_kb = meminfo_kb("MemAvailable:");
+    assert!(
+        min_free_kb + (anon_mib << 10) + (512 << 10) < available_kb,
+        "vm.min_free_kbytes {min_free_kb} for direct reclaim plus the {anon_mib} MiB burst would not fit \
+         in MemAvailable {available_kb} kB: {zones:?}"
+    );
+    std::fs::write(MIN_FREE, min_free_kb.to_string()).unwrap();
+    let raised = read_zones();
+    let len = (anon_mib << 20) as usize;
     let area = map_anonymous(len);
     touch_pages(area.cast(), len);
+    std::fs::write(MIN_FREE, &original).unwrap();
     unsafe { libc::munmap(area, len) };
-    println!("{{\"done\":true}}");
+    let described: Vec<String> = zones
+        .iter()
+        .zip(&raised)
+        .map(|(z, r)| {
+            format!(
+                "{{\"zone\":\"{}\",\"free\":{},\"protection\":{},\"managed\":{},\"min_after\":{},\"free_after\":{}}}",
+                z.name, z.free, z.protection, z.managed, r.min, r.free
+            )
+        })
+        .collect();
+    println!(
+        "{{\"min_free_kbytes\":{min_free_kb},\"original\":{original},\"zones\":[{}]}}",
+        described.join(",")
+    );
+}
+
+/// A /proc/meminfo value, in kB.
+fn meminfo_kb(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("{key} in /proc/meminfo"))
+}
+
+/// A zone of /proc/zoneinfo, in pages.
+#[derive(Debug, Default)]
+struct Zone {
+    name: String,
+    free: u64,
+    min: u64,
+    managed: u64,
+    /// The largest lowmem_reserve entry: what an allocation that may use
+    /// the highest zone (anonymous memory, GFP_HIGHUSER_MOVABLE) must leave.
+    protection: u64,
+}
+
+fn read_zones() -> Vec<Zone> {
+    let text = std::fs::read_to_string("/proc/zoneinfo").unwrap();
+    let mut zones: Vec<Zone> = Vec::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let number = |i: usize| words.get(i).and_then(|w| w.parse::<u64>().ok());
+        match words.as_slice() {
+            ["Node", _, "zone", name, ..] => zones.push(Zone { name: name.to_string(), ..Zone::default() }),
+            ["pages", "free", ..] => zones.last_mut().unwrap().free = number(2).unwrap(),
+            ["min", ..] => zones.last_mut().unwrap().min = number(1).unwrap(),
+            ["managed", ..] => zones.last_mut().unwrap().managed = number(1).unwrap(),
+            ["protection:", ..] => {
+                zones.last_mut().unwrap().protection = line
+                    .split(['(', ')', ','])
+                    .filter_map(|w| w.trim().parse::<u64>().ok())
+                    .max()
+                    .unwrap_or(0)
+            }
+            _ => {}
+        }
+    }
+    zones
+}
+
+/// The `vm.min_free_kbytes` that puts every zone's min watermark at least
+/// 64 MiB above what the zone could give an anonymous page now. The kernel
+/// gives zone z `pages_min * managed_z / lowmem` (lowmem: every zone's
+/// managed pages but ZONE_MOVABLE's, whose min is a token). Zones under a
+/// sixteenth of memory (DMA's 15 MiB) are left out: their share would have
+/// to be most of memory, and what they hold above their reserve is a few
+/// MiB, less than the burst.
+fn min_free_kbytes_for_direct_reclaim(zones: &[Zone]) -> u64 {
+    const MARGIN_PAGES: u64 = 64 << 8;
+    let lowmem: u64 = zones.iter().filter(|z| z.name != "Movable").map(|z| z.managed).sum();
+    let pages_min = zones
+        .iter()
+        .filter(|z| z.name != "Movable" && z.managed >= lowmem / 16)
+        .map(|z| (z.free.saturating_sub(z.protection) + MARGIN_PAGES) * lowmem / z.managed + 1)
+        .max()
+        .expect("a zone with memory");
+    pages_min * 4
 }
 
 /// Names of every BPF program loaded in the kernel, as a JSON list
