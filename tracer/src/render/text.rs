@@ -96,8 +96,10 @@ fn pressure_line(report: &Report) -> Option<String> {
         let traced = report.stall_rows().map(|r| r.total_ms).fold(0.0, |a, b| a + b);
         let _ = write!(
             line,
-            "; traced reclaim and compaction {traced:.1} ms ({:.0}% of some)",
-            traced / some_ms * 100.0
+            "; traced reclaim and compaction {traced:.1} ms ({:.0}% of some{})",
+            traced / some_ms * 100.0,
+            // PSI counts a millisecond once however many tasks stall in it.
+            if traced > some_ms * 1.05 { ": several tasks stalled at once" } else { "" }
         );
         let vm = |name: &str| {
             let (a, b) = (system.start.vmstat.get(name), end_vmstat(report, name));
@@ -229,6 +231,13 @@ mod tests {
             pressure_line(&cgroup).unwrap(),
             "PSI memory in /db: some 40.0 ms, full 0.0 ms over the run; traced reclaim and compaction 30.0 ms (75% \
              of some)"
+        );
+        let mut overlapping = report(state(1_000_000, None), state(1_020_000, None));
+        overlapping.reclaim[0].total_ms = 39.0;
+        assert_eq!(
+            pressure_line(&overlapping).unwrap(),
+            "PSI memory: some 20.0 ms, full 10.0 ms over the run; traced reclaim and compaction 39.0 ms (195% of \
+             some: several tasks stalled at once)"
         );
     }
 }

@@ -193,9 +193,16 @@ impl Keeper {
 /// sleeps in poll() and reads one map per announced process (once per
 /// address space), so its real-time share is tiny; the kernel's real-time
 /// throttling bounds it all the same.
+///
+/// The raw system call: musl's `sched_setscheduler` always fails with
+/// ENOSYS (it is per thread on Linux, not per process as POSIX says), and
+/// musl's `sched_param` has more fields than glibc's.
 fn raise_priority() {
-    let param = libc::sched_param { sched_priority: 1 };
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+    // SAFETY: all-zero is a valid sched_param on both C libraries.
+    let mut param: libc::sched_param = unsafe { std::mem::zeroed() };
+    param.sched_priority = 1;
+    // Thread id 0: the calling thread.
+    if unsafe { libc::syscall(libc::SYS_sched_setscheduler, 0, libc::SCHED_FIFO, &param) } != 0 {
         log::debug!("tracer-maps thread keeps its priority: {}", std::io::Error::last_os_error());
     }
 }
