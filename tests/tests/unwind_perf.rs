@@ -118,9 +118,15 @@ fn allocation_failure_user_stacks_are_those_perf_records_with_dwarf() {
     assert!(done.status.success(), "tracer failed: {}", done.stderr);
 
     let script = Command::new("perf").arg("script").arg("-i").arg(&perf_data).output().expect("perf script");
-    let script = String::from_utf8_lossy(&script.stdout);
+    let (script, script_err) =
+        (String::from_utf8_lossy(&script.stdout), String::from_utf8_lossy(&script.stderr));
     let perf_stacks = perf_user_stacks(&script);
-    assert!(!perf_stacks.is_empty(), "perf recorded no order-3 failure:\n{script}");
+    let size = std::fs::metadata(&perf_data).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        !perf_stacks.is_empty(),
+        "perf recorded no order-3 failure ({size} bytes of perf.data; tracer saw {}):\n{script}\nperf script: {script_err}",
+        done.json()["alloc_failures"]
+    );
 
     let report = done.json();
     let row = report["alloc_failures"]

@@ -151,26 +151,36 @@ fn stamp(way: &mut StartWay, now: u64, tgid: u32) {
     }
 }
 
-/// Takes `rq`'s start out of the table.
+/// Takes `rq`'s start out of the table; `rq` 0 in the result: none.
+/// A plain struct rather than an `Option`: LLVM loads an `Option`'s
+/// payload off the stack before testing it, and 6.1's verifier refuses a
+/// read of stack that the `None` path left uninitialised.
 #[inline(always)]
-fn take_start(addr: u64) -> Option<StartWay> {
-    let set = unsafe { &mut *start_set(addr)? };
-    for way in set.ways.iter_mut() {
-        if way.rq == addr {
-            let taken = *way;
-            way.rq = 0;
-            return Some(taken);
+fn take_start(addr: u64) -> StartWay {
+    let mut taken = StartWay { rq: 0, start_ns: 0, tgid: 0, _pad: 0, comm: [0; 16] };
+    if addr == 0 {
+        return taken;
+    }
+    if let Some(set) = start_set(addr) {
+        let set = unsafe { &mut *set };
+        for way in set.ways.iter_mut() {
+            if way.rq == addr {
+                taken = *way;
+                way.rq = 0;
+                break;
+            }
         }
     }
-    None
+    taken
 }
 
 #[inline(always)]
 fn on_complete<F: Fields>(rq: u64, status: u64, nr_bytes: u64) {
     let now = unsafe { bpf_ktime_get_ns() };
     let started = take_start(F::addr(rq));
+    let timed = started.rq != 0;
     // With a process filter, only requests seen starting in it count.
-    if started.is_none() && task_filter_active() {
+    if !timed && task_filter_active() {
         return;
     }
     let offsets = global(&BLOCK_OFFSETS);
@@ -196,15 +206,14 @@ fn on_complete<F: Fields>(rq: u64, status: u64, nr_bytes: u64) {
     if status & 0xff != 0 {
         row.errors += 1;
     }
-    match started {
-        Some(start) if now >= start.start_ns => {
-            let latency = now - start.start_ns;
-            row.latency.record(latency);
-            if latency >= global(&BLOCK_SLOW_NS) {
-                report_slow::<F>(rq, &key, latency, now, nr_bytes as u32, &start, &offsets);
-            }
+    if timed && now >= started.start_ns {
+        let latency = now - started.start_ns;
+        row.latency.record(latency);
+        if latency >= global(&BLOCK_SLOW_NS) {
+            report_slow::<F>(rq, &key, latency, now, nr_bytes as u32, &started, &offsets);
         }
-        _ => row.untimed += 1,
+    } else {
+        row.untimed += 1;
     }
 }
 

@@ -68,21 +68,10 @@ pub const SERIES: &[Series] = &[
 /// each with that reason: (series, test, why). They still run, and the
 /// table lists them with their outcome; any other failure fails the run.
 pub const KNOWN_FAILURES: &[(&str, &str, &str)] = &[
-    ("6.1", "direct_reclaim_entries_equal_allocstall", DIRECT_RECLAIM_IN_A_GUEST),
-    ("6.1-rt", "direct_reclaim_entries_equal_allocstall", DIRECT_RECLAIM_IN_A_GUEST),
-    ("6.12", "direct_reclaim_entries_equal_allocstall", DIRECT_RECLAIM_IN_A_GUEST),
-    ("6.1", "a_self_triggered_oom_kill_without_frame_pointers_unwinds_to_main", SELF_KILLED_IN_A_GUEST),
-    ("6.1-rt", "a_self_triggered_oom_kill_without_frame_pointers_unwinds_to_main", SELF_KILLED_IN_A_GUEST),
-    ("6.12", "a_self_triggered_oom_kill_without_frame_pointers_unwinds_to_main", SELF_KILLED_IN_A_GUEST),
     ("6.1", "allocation_failures_match_ftrace_and_resolve_to_the_helpers_code", ALLOC_HELPER_OOM_KILLED),
     ("6.1", "kernel_frames_have_file_and_line_from_the_distributions_vmlinux", ALLOC_HELPER_OOM_KILLED),
     ("6.1", "a_capture_of_every_family_reports_what_record_printed", ALLOC_HELPER_OOM_KILLED),
 ];
-
-const SELF_KILLED_IN_A_GUEST: &str = "emulated guest: the trigger that is its own victim has exited before tracer \
-         reads its memory map (3 of 3 kills on 6.1 in the last run; on the host about 20 of 24 unwind). The \
-         stacks end with a 'process gone' marker, never a wrong frame; reading the map in time needs the \
-         modules recorded in the kernel (not done)";
 
 /// Why the allocation-failure helper sometimes dies on 6.1.
 const ALLOC_HELPER_OOM_KILLED: &str = "uses the allocation-failure helper, which 6.1's memcg OOM killer \
@@ -92,13 +81,6 @@ const ALLOC_HELPER_OOM_KILLED: &str = "uses the allocation-failure helper, which
      GFP_KERNEL charge with nothing left to reclaim OOM-kills. It passed in the rerun after the \
      helper locked its pages in (which fixed 6.12's kill, a fault on its code), but that does not \
      prevent this charge";
-
-/// Why the direct reclaim test has nothing to count in these guests.
-const DIRECT_RECLAIM_IN_A_GUEST: &str = "an emulated 2-vCPU guest: kswapd keeps up. With the page cache \
-     full and vm.min_free_kbytes raised above free memory, the anonymous burst still entered no direct \
-     reclaim: during the memory tests kswapd scanned 365-387K pages (pgscan_kswapd) while \
-     allocstall_* and pgscan_direct stayed 0 (vmstat-*-memory.txt in the results). Deterministic \
-     direct reclaim here would need kswapd kept off the CPU during the burst (not done)";
 
 fn known_failure(series: &str, test: &str) -> Option<&'static str> {
     KNOWN_FAILURES.iter().find(|(s, t, _)| *s == series && *t == test).map(|(_, _, why)| *why)
@@ -414,7 +396,13 @@ pub fn run_on(
     let families = probes
         .lines()
         .filter(|l| !l.starts_with(' ') && l.contains(": "))
-        .filter_map(|l| l.split_once(": ").map(|(f, s)| (f.to_string(), s.to_string())))
+        .filter_map(|l| l.split_once(": "))
+        // A family's line, not a line of a verifier log quoted under it.
+        .filter(|(f, _)| !f.is_empty() && f.chars().all(|c| c.is_ascii_lowercase()))
+        .map(|(f, s)| {
+            let short: String = s.chars().take(160).collect();
+            (f.to_string(), if short.len() < s.len() { format!("{short}...") } else { short })
+        })
         .collect();
     let mut tests = Vec::new();
     let mut passed = Vec::new();
@@ -467,6 +455,16 @@ pub fn parse_test_output(name: &str, text: &str) -> (String, u64, u64, Vec<Strin
     (name.to_string(), passed, failed, failures)
 }
 
+/// The directory of the cargo running xtask, which holds the toolchain's
+/// own rustc (not a rustup proxy, which would need rustup's home in the
+/// guest).
+fn host_toolchain_bin() -> PathBuf {
+    std::env::var_os("CARGO")
+        .map(PathBuf::from)
+        .and_then(|cargo| cargo.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("/usr/bin"))
+}
+
 /// The script the guest runs: set the machine up as the tests expect (loop
 /// devices, a cgroup v1 memory hierarchy where the kernel has one, else
 /// v2's, tracefs), then each test executable with the static tracer,
@@ -514,6 +512,8 @@ else
   echo "no scratch disk: temporary files stay on tmpfs"
 fi
 export TRACER_BIN={tracer}
+# The host's Rust toolchain (the tests build a release helper with rustc).
+export PATH={toolchain}:$PATH
 {debug}
 uname -r > $R/uname
 $TRACER_BIN probes > $R/probes.txt 2>&1
@@ -523,6 +523,7 @@ echo "$(cut -d' ' -f1 /proc/uptime)" > $R/first-test-at
 "#,
         root = kernel.root.display(),
         tracer = tracer.display(),
+        toolchain = host_toolchain_bin().display(),
         debug = match &kernel.debug_vmlinux {
             // Where Debian's -dbg package puts it: tracer finds it itself.
             Some(v) => format!(

@@ -38,6 +38,18 @@ use crate::{
     model::{FamilyStatus, Host, LostCount, Report, SystemContext, TimelinePoint, Window},
 };
 
+/// Hands memory freed so far back to the system. The static binary's
+/// allocator (mimalloc) keeps freed pages for reuse and returns them
+/// lazily: the ~30 MB of BTF parsed to attach stayed resident for the
+/// whole run in about half of the runs measured.
+pub fn return_freed_memory() {
+    #[cfg(target_env = "musl")]
+    // SAFETY: mi_collect only walks the allocator's own free lists.
+    unsafe {
+        libmimalloc_sys::mi_collect(true)
+    };
+}
+
 pub fn kernel_env(notices: &mut Vec<String>, allow_tp_btf: bool) -> Result<KernelEnv> {
     let (tracefs, notice) = Tracefs::find_or_mount()?;
     notices.extend(notice);
@@ -308,6 +320,11 @@ pub fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
     }
     let Attached { ebpf, traced, statuses } = attach_families(args, &disks, &env, &shared, &stacks, false)?;
     let ebpf = ebpf.expect("attached families have an object");
+    // Both parses of kernel BTF (ours for offsets, aya's for BTF
+    // tracepoints) are needed only to attach: let them go, a tool that
+    // runs while memory is short should not hold them for the whole run.
+    drop(env);
+    return_freed_memory();
     let names: Vec<&str> = traced.iter().map(|f| f.name()).collect();
     // Attached: from now on Ctrl-C and SIGTERM end the run with a report.
     let mut stop = StopSignals::new(watch_dir.is_some())?;
