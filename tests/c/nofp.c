@@ -9,12 +9,18 @@
  *   nofp oom MEMCG_DIR MB
  *     touches MB MiB of anonymous memory in the memory cgroup (whose limit
  *     the test set lower) until its OOM killer kills this process.
+ *   nofp reclaim MEMCG_DIR FILE
+ *     reads FILE (written and dropped from the page cache by the test)
+ *     in the memory cgroup (whose limit the test set lower than FILE):
+ *     the page cache it fills is charged to the cgroup, which reclaims at
+ *     its limit in main -> stall_f -> stall_g -> read().
  *
  * Each prints {"pid":N}, waits for `go` on stdin, does its work; alloc-fail
- * then prints its result and waits for `exit`. Lines marked with
+ * and reclaim then print their result, and alloc-fail waits for `exit`. Lines marked with
  * UNWIND-<NAME> are the calls the tests expect in the stack. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,9 +118,35 @@ __attribute__((noipa)) void hog(size_t len) {
     munmap(area, len);
 }
 
+/* One read of the file: its page cache is charged to the memory cgroup.
+ * (Not a tail call, which would leave this frame off the stack.) */
+__attribute__((noipa)) long stall_g(int fd, char *buf, size_t len) {
+    long n = read(fd, buf, len); /* UNWIND-STALL-G */
+    return n < 0 ? -errno : n;
+}
+
+__attribute__((noipa)) long stall_f(const char *path) {
+    static char buf[1 << 20];
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        perror(path);
+        exit(2);
+    }
+    long total = 0;
+    for (;;) {
+        long n = stall_g(fd, buf, sizeof buf); /* UNWIND-STALL-F */
+        if (n <= 0)
+            break;
+        total += n;
+    }
+    close(fd);
+    return total;
+}
+
 int main(int argc, char **argv) {
     if (argc != 4) {
-        fprintf(stderr, "usage: nofp alloc-fail MEMCG_DIR MAX_FAILURES | nofp oom MEMCG_DIR MB\n");
+        fprintf(stderr, "usage: nofp alloc-fail MEMCG_DIR MAX_FAILURES | nofp oom MEMCG_DIR MB | "
+                        "nofp reclaim MEMCG_DIR FILE\n");
         return 2;
     }
     const char *memcg = argv[2];
@@ -126,6 +158,11 @@ int main(int argc, char **argv) {
     fflush(stdout);
     wait_for("go");
     write_file(memcg, "cgroup.procs", (unsigned long long)getpid());
+    if (strcmp(argv[1], "reclaim") == 0) {
+        long total = stall_f(argv[3]); /* UNWIND-STALL-MAIN */
+        printf("{\"read\":%ld}\n", total);
+        return 0;
+    }
     if (strcmp(argv[1], "oom") == 0) {
         hog((size_t)atoi(argv[3]) << 20); /* UNWIND-OOM-MAIN */
         printf("{\"survived\":true}\n");

@@ -4,8 +4,9 @@
 //! `gcc -g -O2 -fomit-frame-pointer`, and its Rust twin (`tests/rust/nofp.rs`)
 //! built as a release build without frame pointers (`rustc -C opt-level=3
 //! -C force-frame-pointers=no -g`), fail allocations and trigger OOM kills
-//! in main -> f -> g and main -> hog -> touch; the reported stacks name
-//! those functions, in order, with their lines.
+//! in main -> f -> g and main -> hog -> touch, and the C helper stalls in
+//! memory cgroup reclaim in main -> stall_f -> stall_g; the reported stacks
+//! name those functions, in order, with their lines.
 
 use std::{
     path::{Path, PathBuf},
@@ -13,7 +14,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tracer_tests::{Helper, MemCgroup, Tracer, require_root};
+use tracer_tests::{Ext4Mount, Helper, LoopDevice, MemCgroup, Tracer, require_root, run_tracer};
 
 /// A helper's source, and how its functions are named in stacks.
 struct Source {
@@ -261,5 +262,94 @@ fn self_triggered_oom_kills_unwind_to_main(nofp: &NoFp, cgroup: &str, kills: usi
         unwound >= unwound_at_least,
         "{unwound} of {kills} self-killed triggers unwound to main, fewer than {unwound_at_least}: the others \
          were gone before their memory map was read"
+    );
+}
+
+/// Stalls are aggregated by the kernel's frame-pointer stack id, which ends
+/// in libc's read() here; a sample of the user stack (at most one a second
+/// per process and stack id) is unwound from CFI, and the row shows it. The
+/// helper's reads of a file twice its memory cgroup's limit (on an ext4 of
+/// the test's own, out of the page cache) reclaim the cgroup's page cache
+/// in main -> stall_f -> stall_g -> read(). Recorded, and read back from
+/// the capture.
+#[test]
+fn a_memcg_reclaim_stall_without_frame_pointers_unwinds_to_main() {
+    require_root();
+    let nofp = NoFp::build("stall");
+    let disk = LoopDevice::new("unwind-stall", 160 << 20);
+    let fs = Ext4Mount::new(&disk, "unwind-stall");
+    let file = fs.dir.join("data");
+    write_uncached(&file, 64);
+    let memcg = MemCgroup::new("unwind-stall");
+    memcg.set_limit(16 << 20);
+    let mut helper =
+        Helper::start(nofp.path(), &["reclaim", memcg.dir.to_str().unwrap(), file.to_str().unwrap()]);
+    let pid = helper.read_json()["pid"].as_u64().unwrap();
+    let capture = nofp.dir.join("stall.cap");
+    let capture = capture.to_str().unwrap();
+    let tracer = Tracer::start(&[
+        "record",
+        "-o",
+        capture,
+        "reclaim",
+        "--pid",
+        &pid.to_string(),
+        "--duration",
+        "120s",
+        "--json",
+    ]);
+    helper.say("go");
+    assert_eq!(helper.read_json()["read"], 64u64 << 20);
+    assert!(helper.wait().success());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let done = tracer.stop();
+    assert!(done.status.success(), "tracer failed: {}", done.stderr);
+    let report = done.json();
+    assert_eq!(report["lost_events"], 0, "{}", report["lost"]);
+    stall_stack_unwinds_to_main(&report, pid, &nofp);
+
+    let replayed = run_tracer(&["report", capture, "--format", "json"]);
+    assert!(replayed.status.success(), "tracer report failed: {}", replayed.stderr);
+    stall_stack_unwinds_to_main(&replayed.json(), pid, &nofp);
+}
+
+/// A file of `mib` MiB, written and synced, then dropped from the page
+/// cache: reading it fills the cache again.
+fn write_uncached(path: &Path, mib: usize) {
+    use std::{io::Write as _, os::fd::AsRawFd as _};
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    for _ in 0..mib {
+        f.write_all(&chunk).unwrap();
+    }
+    f.sync_all().unwrap();
+    let ret = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(ret, 0, "posix_fadvise");
+}
+
+/// The memcg reclaim row of `report` has a stack of process `pid` through
+/// stall_g, unwound from CFI to main.
+fn stall_stack_unwinds_to_main(report: &Value, pid: u64, nofp: &NoFp) {
+    let row = report["reclaim"].as_array().unwrap().iter().find(|r| r["kind"] == "memcg").expect("memcg row");
+    assert!(row["count"].as_u64().unwrap() > 0, "no memcg reclaim stall: {row}");
+    let stacks: Vec<&Value> = row["stacks"].as_array().unwrap().iter().filter(|s| s["pid"] == pid).collect();
+    let all = || -> String {
+        stacks
+            .iter()
+            .map(|s| {
+                format!("\n{} stalls ({}):{}", s["count"], s["user_stack_unwind"], labels(&s["user_stack"]))
+            })
+            .collect()
+    };
+    let stack = stacks
+        .iter()
+        .find(|s| symbols(&s["user_stack"]).iter().any(|n| n == "stall_g"))
+        .unwrap_or_else(|| panic!("no stall stack of {pid} through stall_g:{}", all()));
+    eprintln!("stall user stack ({}):{}", stack["user_stack_unwind"], labels(&stack["user_stack"]));
+    assert_eq!(stack["user_stack_unwind"], "dwarf", "{}", all());
+    assert_calls(
+        &stack["user_stack"],
+        nofp.source,
+        &[("stall_g", "UNWIND-STALL-G"), ("stall_f", "UNWIND-STALL-F"), ("main", "UNWIND-STALL-MAIN")],
     );
 }

@@ -16,6 +16,7 @@ pub const BLOCK_SLOW_NS: &str = "BLOCK_SLOW_NS";
 pub const COUNTERS: &str = "COUNTERS";
 pub const DIRTY_OFFSETS: &str = "DIRTY_OFFSETS";
 pub const DIRTY_ROWS: &str = "DIRTY_ROWS";
+pub const DIRTY_STACK_SAMPLES: &str = "DIRTY_STACK_SAMPLES";
 pub const OOM_COUNTS: &str = "OOM_COUNTS";
 pub const OOM_EVENTS: &str = "OOM_EVENTS";
 pub const OOM_OFFSETS: &str = "OOM_OFFSETS";
@@ -25,11 +26,13 @@ pub const STALL_CONFIG: &str = "STALL_CONFIG";
 pub const STALL_COUNTS: &str = "STALL_COUNTS";
 pub const STALL_EVENTS: &str = "STALL_EVENTS";
 pub const STALL_ROWS: &str = "STALL_ROWS";
+pub const STALL_STACK_SAMPLES: &str = "STALL_STACK_SAMPLES";
 pub const STALL_STACKS: &str = "STALL_STACKS";
 pub const TASK_FILTER: &str = "TASK_FILTER";
 pub const TASK_OFFSETS: &str = "TASK_OFFSETS";
 pub const THP_SPLITS: &str = "THP_SPLITS";
 pub const USER_STACK_CONFIG: &str = "USER_STACK_CONFIG";
+pub const USER_STACK_SAMPLED: &str = "USER_STACK_SAMPLED";
 pub const USER_STACK_SCRATCH: &str = "USER_STACK_SCRATCH";
 
 /// Every name above.
@@ -47,6 +50,7 @@ pub const ALL: &[&str] = &[
     COUNTERS,
     DIRTY_OFFSETS,
     DIRTY_ROWS,
+    DIRTY_STACK_SAMPLES,
     OOM_COUNTS,
     OOM_EVENTS,
     OOM_OFFSETS,
@@ -56,10 +60,12 @@ pub const ALL: &[&str] = &[
     STALL_COUNTS,
     STALL_EVENTS,
     STALL_ROWS,
+    STALL_STACK_SAMPLES,
     STALL_STACKS,
     TASK_FILTER,
     TASK_OFFSETS,
     THP_SPLITS,
     USER_STACK_CONFIG,
+    USER_STACK_SAMPLED,
     USER_STACK_SCRATCH,
 ];

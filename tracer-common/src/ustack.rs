@@ -48,3 +48,44 @@ pub struct UserStackHeader {
 
 /// Size of the header, as the kernel and user space lay records out.
 pub const USER_STACK_HEADER_BYTES: usize = core::mem::size_of::<UserStackHeader>();
+
+/// Stalls and throttling pauses are aggregated by the kernel's
+/// frame-pointer stack id (`bpf_get_stackid`), and can be frequent: their
+/// user stacks are copied as samples, at most one per process and user
+/// stack id every [`STACK_SAMPLE_INTERVAL_NS`], so user space can show the
+/// unwound stack in place of the frame-pointer walk.
+///
+/// Which process and user stack a sample is of: the key of the map of the
+/// last sample's time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StackSampleKey {
+    pub tgid: u32,
+    /// Stack id in the `STACKS` map (the frame-pointer walk).
+    pub user_stack: i32,
+}
+
+/// A sample's record: this event, then a [`UserStackHeader`] and the
+/// stack copy.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackSampleEvent {
+    pub ts_ns: u64,
+    pub key: StackSampleKey,
+    /// The thread, and what it was entering: a `stall` kind, or
+    /// [`STACK_SAMPLE_DIRTY`].
+    pub pid: u32,
+    pub kind: u32,
+}
+
+/// [`StackSampleEvent::kind`] of a throttling pause (the stall kinds are
+/// 0..3).
+pub const STACK_SAMPLE_DIRTY: u32 = 16;
+/// Least time between two samples of one process and user stack id.
+pub const STACK_SAMPLE_INTERVAL_NS: u64 = 1_000_000_000;
+/// Process and stack pairs whose last sample time is kept (least recently
+/// sampled forgotten first).
+pub const STACK_SAMPLE_KEYS: u32 = 4096;
+/// Ring buffer of samples, per family that takes them: room for 30 of the
+/// largest (16 KiB copies), 60 of the default 8 KiB, between two reads.
+pub const STACK_SAMPLE_EVENTS_BYTES: u32 = 1 << 19;

@@ -2,23 +2,26 @@
 //! tracepoint whose record carries the device, the memory cgroup and the
 //! pause the kernel chose; its fields are read at the offsets user space
 //! found in the tracepoint's format file. Aggregated per process, stack,
-//! cgroup and device; nothing is streamed.
+//! cgroup and device; only user stack samples are streamed (see
+//! `shared::sample_user_stack`).
 
 use aya_ebpf::{
     EbpfContext as _,
     bindings::BPF_F_NO_PREALLOC,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
     macros::{map, tracepoint},
-    maps::{PerCpuArray, PerCpuHashMap},
+    maps::{PerCpuArray, PerCpuHashMap, RingBuf},
     programs::TracePointContext,
 };
 use tracer_common::{
     counters::Counter,
     dirty::{DIRTY_ROWS, DirtyKey, DirtyOffsets, DirtyStats},
+    ustack::{STACK_SAMPLE_DIRTY, STACK_SAMPLE_EVENTS_BYTES},
 };
 
 use crate::shared::{
-    CurrentTask as _, Fields as _, Probe, capture_stacks, global, has_user_stack, row_for, task_wanted,
+    CurrentTask as _, Fields as _, Probe, capture_stacks, global, has_user_stack, row_for, sample_user_stack,
+    task_wanted,
 };
 
 /// Set by the loader from the format file.
@@ -39,6 +42,9 @@ static DIRTY_ROWS_MAP: PerCpuHashMap<DirtyKey, DirtyStats> =
     PerCpuHashMap::with_max_entries(DIRTY_ROWS, BPF_F_NO_PREALLOC);
 #[map]
 static DIRTY_ZERO: PerCpuArray<DirtyStats> = PerCpuArray::with_max_entries(1, 0);
+/// User stack samples of throttled writers, for user space to unwind.
+#[map]
+static DIRTY_STACK_SAMPLES: RingBuf = RingBuf::with_byte_size(STACK_SAMPLE_EVENTS_BYTES, 0);
 
 #[tracepoint(category = "writeback", name = "balance_dirty_pages")]
 pub fn balance_dirty_pages(ctx: TracePointContext) -> u32 {
@@ -48,7 +54,8 @@ pub fn balance_dirty_pages(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn on_balance_dirty_pages(ctx: &TracePointContext) {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
     let task = Probe::current_task();
     if task_wanted::<Probe>(task, tgid).is_none() {
         return;
@@ -59,6 +66,9 @@ fn on_balance_dirty_pages(ctx: &TracePointContext) {
     let pause_ms = field(offsets.pause) as i64;
     let cgroup_ino = if offsets.cgroup_ino == u32::MAX { 0 } else { field(offsets.cgroup_ino) };
     let (kernel_stack, user_stack) = capture_stacks(ctx, has_user_stack::<Probe>(task));
+    if pause_ms > 0 {
+        sample_user_stack(&DIRTY_STACK_SAMPLES, STACK_SAMPLE_DIRTY, pid_tgid, user_stack);
+    }
     let key = DirtyKey {
         tgid,
         kernel_stack,

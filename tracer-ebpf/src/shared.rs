@@ -2,15 +2,18 @@
 //! reading kernel structs.
 
 use aya_ebpf::{
-    bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
+    bindings::{BPF_ANY, BPF_F_USER_STACK, BPF_NOEXIST},
     macros::map,
-    maps::{PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
     programs::tracing::StackIdContext,
 };
 use tracer_common::{
     counters::{COUNTER_SLOTS, Counter},
     task::{MEMCG_MAX_DEPTH, TaskFilter, TaskOffsets},
-    ustack::{USER_STACK_HEADER_BYTES, USER_STACK_MASK, USER_STACK_MAX, UserStackConfig, UserStackHeader},
+    ustack::{
+        STACK_SAMPLE_INTERVAL_NS, STACK_SAMPLE_KEYS, StackSampleEvent, StackSampleKey,
+        USER_STACK_HEADER_BYTES, USER_STACK_MASK, USER_STACK_MAX, UserStackConfig, UserStackHeader,
+    },
 };
 
 /// Stack ids kept (kernel and user stacks together).
@@ -436,6 +439,39 @@ pub fn send_with_user_stack<E: Copy>(ring: &RingBuf, record: *mut E, user: bool)
     if ring.output::<[u8]>(alone, 0).is_err() {
         count(Counter::RingbufFull);
     }
+}
+
+/// When each process's user stack id was last sampled, see
+/// [`sample_user_stack`].
+#[map]
+static USER_STACK_SAMPLED: LruHashMap<StackSampleKey, u64> =
+    LruHashMap::with_max_entries(STACK_SAMPLE_KEYS, 0);
+
+/// Sends a sample of the current task's user stack (registers and stack
+/// copy, as [`send_with_user_stack`]) on `ring`, named by its frame-pointer
+/// stack id `user_stack`, for stalls and throttling pauses, which are
+/// aggregated by stack id and can be frequent: at most one per process and
+/// stack id every `STACK_SAMPLE_INTERVAL_NS` (two CPUs may both send one
+/// at the same moment). Nothing when copies are off or the task has no
+/// user stack (`user_stack` negative). `kind` says what the task entered.
+#[inline(always)]
+pub fn sample_user_stack(ring: &RingBuf, kind: u32, pid_tgid: u64, user_stack: i32) {
+    if user_stack < 0 || !user_stack_copies_on() {
+        return;
+    }
+    let key = StackSampleKey { tgid: (pid_tgid >> 32) as u32, user_stack };
+    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    if let Some(last) = unsafe { USER_STACK_SAMPLED.get(key) }
+        && now.wrapping_sub(*last) < STACK_SAMPLE_INTERVAL_NS
+    {
+        return;
+    }
+    let _ = USER_STACK_SAMPLED.insert(key, now, BPF_ANY as u64);
+    let Some(record) = user_stack_record::<StackSampleEvent>() else {
+        return;
+    };
+    unsafe { *record = StackSampleEvent { ts_ns: now, key, pid: pid_tgid as u32, kind } };
+    send_with_user_stack(ring, record, true);
 }
 
 /// Defines a tracepoint's two entry points over one body: `$btf` (BTF

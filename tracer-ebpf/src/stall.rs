@@ -1,6 +1,7 @@
 //! Memory stalls: direct reclaim, memory cgroup reclaim and direct
-//! compaction, timed from begin to end in the thread that stalled;
-//! kswapd's wake/sleep as context.
+//! compaction, timed from begin to end in the thread that stalled, with a
+//! sample of its user stack at most once a second per process and stack
+//! (`shared::sample_user_stack`); kswapd's wake/sleep as context.
 
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_F_NO_PREALLOC, BPF_NOEXIST},
@@ -18,11 +19,15 @@ use tracer_common::{
         STALL_ROWS, STALL_STACK_ROWS, STALL_UNMATCHED_END, StallConfig, StallEvent, StallKey, StallStackKey,
         StallStackStats, StallStart, StallStats, StallTask, stall_begin, stall_end,
     },
+    ustack::STACK_SAMPLE_EVENTS_BYTES,
 };
 
 use crate::{
     both_flavors,
-    shared::{CurrentTask, Fields, capture_stacks, count, global, has_user_stack, row_for, task_wanted},
+    shared::{
+        CurrentTask, Fields, capture_stacks, count, global, has_user_stack, row_for, sample_user_stack,
+        task_wanted,
+    },
 };
 
 #[unsafe(no_mangle)]
@@ -42,6 +47,9 @@ static STALL_STACKS: PerCpuHashMap<StallStackKey, StallStackStats> =
     PerCpuHashMap::with_max_entries(STALL_STACK_ROWS, 0);
 #[map]
 static STALL_EVENTS: RingBuf = RingBuf::with_byte_size(STALL_EVENTS_BYTES, 0);
+/// User stack samples of stalls, for user space to unwind.
+#[map]
+static STALL_STACK_SAMPLES: RingBuf = RingBuf::with_byte_size(STACK_SAMPLE_EVENTS_BYTES, 0);
 #[map]
 static STALL_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STALL_COUNT_SLOTS, 0);
 /// kswapd wake time per node.
@@ -87,6 +95,7 @@ fn on_begin<F: CurrentTask, C: StackIdContext>(ctx: &C, kind: u32, order: i32, g
     if stall_begin(&mut KernelInFlight, StallTask { pid: pid_tgid as u32, kind }, start) {
         bump(STALL_ABANDONED + kind, 1);
     }
+    sample_user_stack(&STALL_STACK_SAMPLES, kind, pid_tgid, user_stack);
 }
 
 #[inline(always)]

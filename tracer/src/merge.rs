@@ -308,6 +308,7 @@ mod tests {
                     pid,
                     kernel_stack: vec![frame(stack)],
                     user_stack: Vec::new(),
+                    user_stack_unwind: None,
                 }],
             }
         };

@@ -386,6 +386,12 @@ pub struct StallStack {
     pub pid: u32,
     pub kernel_stack: Vec<Frame>,
     pub user_stack: Vec<Frame>,
+    /// How the user stack was unwound, as
+    /// [`AllocFailure::user_stack_unwind`]: from the latest sample of the
+    /// row's stack ("dwarf", ...), or "frame pointers (in the kernel)" when
+    /// it has none. Absent in older captures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_stack_unwind: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -938,6 +944,9 @@ impl Report {
         for row in self.reclaim.iter_mut().chain(compaction) {
             stacks.extend(row.stacks.iter_mut().map(|s| &mut s.kernel_stack));
         }
+        for row in self.dirty.iter_mut().flat_map(|d| d.rows.iter_mut()) {
+            stacks.extend(row.stacks.iter_mut().map(|s| &mut s.kernel_stack));
+        }
         if let Some(thp) = &mut self.thp {
             stacks.extend(thp.processes.iter_mut().map(|p| &mut p.kernel_stack));
         }
@@ -951,6 +960,9 @@ impl Report {
         stacks.extend(self.oom_kills.iter_mut().map(|k| &mut k.trigger_user_stack));
         let compaction = self.compaction.iter_mut().map(|c| &mut c.stalls);
         for row in self.reclaim.iter_mut().chain(compaction) {
+            stacks.extend(row.stacks.iter_mut().map(|s| &mut s.user_stack));
+        }
+        for row in self.dirty.iter_mut().flat_map(|d| d.rows.iter_mut()) {
             stacks.extend(row.stacks.iter_mut().map(|s| &mut s.user_stack));
         }
         stacks

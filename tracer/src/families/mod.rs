@@ -16,6 +16,7 @@ pub mod dirty;
 pub mod event_log;
 pub mod oom;
 pub mod reclaim;
+pub mod stack_samples;
 pub mod stacks;
 pub mod thp;
 
@@ -388,6 +389,21 @@ pub fn drain_ring_with_tail<E: Copy>(
             if events.is_empty() { std::task::Poll::Pending } else { std::task::Poll::Ready(events) }
         }
     }
+}
+
+/// Takes the user stack samples waiting in `ring` into `stacks`, each
+/// unwound now (see [`stacks::Stacks::take_sample`]).
+pub fn take_stack_samples(
+    ring: Option<&mut EventRing>,
+    cx: &mut std::task::Context<'_>,
+    stacks: &stacks::Stacks,
+    ebpf: &Ebpf,
+) -> std::task::Poll<()> {
+    drain_ring_with_tail::<tracer_common::ustack::StackSampleEvent>(ring, cx).map(|batch| {
+        for (event, tail) in &batch {
+            stacks.take_sample(event, tail, ebpf);
+        }
+    })
 }
 
 /// The records in `ring`, each as `E` and the bytes after it.

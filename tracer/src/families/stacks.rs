@@ -8,10 +8,14 @@ use std::{
     path::PathBuf,
     rc::Rc,
 };
-use tracer_common::maps;
+use tracer_common::{
+    maps,
+    ustack::{StackSampleEvent, StackSampleKey},
+};
 
 use aya::{Ebpf, maps::StackTraceMap};
 
+use super::stack_samples::StackSamples;
 use crate::{
     model::Frame,
     symbolize::{self, KernelSymbolizer},
@@ -23,6 +27,8 @@ pub struct Stacks {
     kernel: OnceCell<KernelSymbolizer>,
     kernel_frames: RefCell<HashMap<i32, Vec<Frame>>>,
     unwinder: RefCell<UserUnwinder>,
+    /// Unwound user stacks of stalls and throttling pauses.
+    samples: RefCell<StackSamples>,
     warnings: RefCell<Vec<String>>,
 }
 
@@ -45,6 +51,7 @@ impl Stacks {
             kernel: OnceCell::new(),
             kernel_frames: RefCell::new(HashMap::new()),
             unwinder: RefCell::new(UserUnwinder::default()),
+            samples: RefCell::new(StackSamples::default()),
             warnings: RefCell::new(Vec::new()),
         })
     }
@@ -127,6 +134,30 @@ impl Stacks {
         }
         let unwind = Some(unwound.method.map_or("none (innermost frame only)", |m| m.as_str()).to_string());
         UserStack { frames, unwind }
+    }
+
+    /// A user stack sample of a stall or throttling pause (`tail`: what
+    /// follows the event in its record), unwound now, while its process
+    /// lives, and kept for [`Stacks::row_user_stack`]. A record without a
+    /// stack copy (it did not fit) is dropped: its row keeps the kernel's
+    /// walk.
+    pub fn take_sample(&self, event: &StackSampleEvent, tail: &[u8], ebpf: &Ebpf) {
+        let Some(sample) = UserStackSample::from_record_tail(tail).filter(|s| !s.stack.is_empty()) else {
+            return;
+        };
+        let key = event.key;
+        let stack = self.user_stack(key.tgid, None, key.user_stack, Some(&sample), ebpf);
+        self.samples.borrow_mut().insert(key, stack);
+    }
+
+    /// The user stack of a stall or throttling row of process `tgid` under
+    /// stack id `id`: unwound from its latest sample when there is one,
+    /// else the kernel's frame-pointer walk, normalized now (best effort:
+    /// the process may be gone). Resolve with
+    /// [`symbolize::resolve_user_frames`].
+    pub fn row_user_stack(&self, tgid: u32, id: i32, ebpf: &Ebpf) -> UserStack {
+        let key = StackSampleKey { tgid, user_stack: id };
+        self.samples.borrow().user_stack_or(&key, || self.user(tgid, id, ebpf))
     }
 
     /// Unwinds processes gone before their map is read from `snapshots`.

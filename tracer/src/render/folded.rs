@@ -198,6 +198,7 @@ mod tests {
             pid: 7,
             kernel_stack: vec![kernel_frame(leaf, 0x8), kernel_frame("__alloc_pages_slowpath", 0x100)],
             user_stack: vec![],
+            user_stack_unwind: None,
         };
         let report = Report {
             reclaim: vec![

@@ -5,7 +5,10 @@
 
 pub mod report;
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    task::{Context, Poll},
+};
 
 use anyhow::{Context as _, Result};
 use aya::{Ebpf, EbpfLoader, maps::PerCpuValues, programs::TracePoint};
@@ -13,13 +16,17 @@ use tracer_common::{
     dirty::{DirtyKey, DirtyOffsets, DirtyStats},
     hist::LatencyHist,
     maps,
+    ustack::UserStackConfig,
 };
 
-use super::{Family, Hook, KernelEnv, Scope, comm_string, per_cpu_rows, stacks::Stacks};
+use super::{
+    EventRing, Family, Hook, KernelEnv, Scope, comm_string, per_cpu_rows, stacks::Stacks, take_stack_samples,
+    watch_ring,
+};
 use crate::{
     kernel::{cgroups::Cgroups, devices, tracefs::EventFormat},
     model::{Dirty, DirtyRow, DirtyState, Percentiles, Report, StallStack, buckets_of},
-    symbolize,
+    symbolize, unwind,
 };
 
 /// The family in the registry.
@@ -31,7 +38,7 @@ pub const FAMILY: super::FamilySpec = super::family_spec!(
 );
 
 fn build(setup: &super::Setup<'_>) -> Result<Box<dyn Family>> {
-    Ok(Box::new(DirtyFamily::new(setup.env, setup.stacks.clone())?))
+    Ok(Box::new(DirtyFamily::new(setup.env, setup.stacks.clone(), setup.options.user_stack_bytes)?))
 }
 
 const CATEGORY: &str = "writeback";
@@ -45,17 +52,26 @@ pub struct DirtyFamily {
     reported: BTreeMap<DirtyKey, DirtyStats>,
     cgroups: Option<Cgroups>,
     stacks: std::rc::Rc<Stacks>,
+    /// User stack samples of throttled writers (`--user-stack`).
+    samples: Option<EventRing>,
+    user_stack_config: UserStackConfig,
+    warnings: Vec<String>,
 }
 
 impl DirtyFamily {
-    pub fn new(env: &KernelEnv, stacks: std::rc::Rc<Stacks>) -> Result<Self> {
+    /// `user_stack_bytes`: `--user-stack`, the stack copied per sample.
+    pub fn new(env: &KernelEnv, stacks: std::rc::Rc<Stacks>, user_stack_bytes: u32) -> Result<Self> {
         let format = env.tracefs.event_format(CATEGORY, TRACEPOINT)?;
+        let (user_stack_config, warning) = unwind::config_or_off(&env.btf, user_stack_bytes);
         Ok(Self {
             offsets: offsets_of(&format)?,
             latest: BTreeMap::new(),
             reported: BTreeMap::new(),
             cgroups: Cgroups::find(),
             stacks,
+            samples: None,
+            user_stack_config,
+            warnings: warning.into_iter().collect(),
         })
     }
 }
@@ -151,14 +167,20 @@ impl Family for DirtyFamily {
 
     fn configure<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
         loader.override_global(maps::DIRTY_OFFSETS, &self.offsets, true);
+        loader.override_global(maps::USER_STACK_CONFIG, &self.user_stack_config, true);
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, _env: &KernelEnv) -> Result<()> {
+        self.samples = Some(watch_ring(ebpf, maps::DIRTY_STACK_SAMPLES)?);
         let program: &mut TracePoint =
             ebpf.program_mut(TRACEPOINT).context("no balance_dirty_pages program")?.try_into()?;
         program.load().context("loading the balance_dirty_pages program")?;
         program.attach(CATEGORY, TRACEPOINT).context("attaching writeback:balance_dirty_pages")?;
         Ok(())
+    }
+
+    fn poll_events(&mut self, cx: &mut Context<'_>, ebpf: &Ebpf) -> Poll<()> {
+        take_stack_samples(self.samples.as_mut(), cx, &self.stacks, ebpf)
     }
 
     fn sample(&mut self, ebpf: &mut Ebpf) -> Result<()> {
@@ -204,14 +226,15 @@ impl Family for DirtyFamily {
                 .filter(|(_, s)| s.pauses.samples > 0)
                 .take(STACKS_KEPT)
                 .map(|(key, s)| {
-                    let mut user_stack = self.stacks.user(pid, key.user_stack, ebpf);
-                    symbolize::resolve_user_frames(&mut user_stack);
+                    let mut user = self.stacks.row_user_stack(pid, key.user_stack, ebpf);
+                    symbolize::resolve_user_frames(&mut user.frames);
                     StallStack {
                         count: s.pauses.samples,
                         total_ms: s.pauses.sum_ns as f64 / 1e6,
                         pid,
                         kernel_stack: self.stacks.kernel(key.kernel_stack, ebpf),
-                        user_stack,
+                        user_stack: user.frames,
+                        user_stack_unwind: user.unwind,
                     }
                 })
                 .collect();
@@ -232,7 +255,7 @@ impl Family for DirtyFamily {
         }
         report::sort_rows(&mut rows);
         report.dirty = Some(Dirty { rows });
-        report.warn_all(self.stacks.warnings().iter());
+        report.warn_all(self.warnings.iter().chain(self.stacks.warnings().iter()));
     }
 }
 

@@ -64,7 +64,9 @@ pub fn render_text(out: &mut String, report: &Report) {
         if let Some(top) = row.stacks.first() {
             let _ = writeln!(out, "     most paused stack ({} pauses, {:.1} ms):", top.count, top.total_ms);
             render_stack(out, "kernel", &top.kernel_stack);
-            render_stack(out, "user", &top.user_stack);
+            let title =
+                crate::families::alloc::report::user_stack_title("user", top.user_stack_unwind.as_deref());
+            render_stack(out, &title, &top.user_stack);
         }
     }
 }

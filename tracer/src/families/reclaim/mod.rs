@@ -21,12 +21,13 @@ use tracer_common::{
         STALL_MEMCG_RECLAIM, STALL_UNMATCHED_END, StallConfig, StallEvent, StallKey, StallStackKey,
         StallStackStats, StallStats,
     },
+    ustack::UserStackConfig,
 };
 
 use super::{
     EventRing, Family, Hook, KernelEnv, ProgramFlavor, Scope, Tracepoints, comm_string, drain_ring,
     event_log::EventLog, load_and_attach, per_cpu_rows, present_tracepoints, stacks::Stacks,
-    tracepoint_hooks, watch_ring,
+    take_stack_samples, tracepoint_hooks, watch_ring,
 };
 use crate::{
     kernel::cgroups::Cgroups,
@@ -34,7 +35,7 @@ use crate::{
         Compaction, Kswapd, NamedCount, Percentiles, Report, Stall, StallBreakdown, StallRow, StallStack,
         buckets_of,
     },
-    symbolize,
+    symbolize, unwind,
 };
 
 pub mod report;
@@ -48,7 +49,7 @@ pub const FAMILY: super::FamilySpec = super::family_spec!(
 );
 
 fn build(setup: &super::Setup<'_>) -> Result<Box<dyn Family>> {
-    Ok(Box::new(ReclaimFamily::new(setup.env, setup.stacks.clone())?))
+    Ok(Box::new(ReclaimFamily::new(setup.env, setup.stacks.clone(), setup.options.user_stack_bytes)?))
 }
 
 /// (tracepoint, required, what for).
@@ -88,6 +89,9 @@ pub struct ReclaimFamily {
     flavor: Option<ProgramFlavor>,
     attached: Vec<&'static str>,
     events: Option<EventRing>,
+    /// User stack samples at stall begins (`--user-stack`).
+    samples: Option<EventRing>,
+    user_stack_config: UserStackConfig,
     stalls: EventLog<StallEvent>,
     latest: Snapshot,
     reported: Snapshot,
@@ -97,7 +101,8 @@ pub struct ReclaimFamily {
 }
 
 impl ReclaimFamily {
-    pub fn new(env: &KernelEnv, stacks: Rc<Stacks>) -> Result<Self> {
+    /// `user_stack_bytes`: `--user-stack`, the stack copied per sample.
+    pub fn new(env: &KernelEnv, stacks: Rc<Stacks>, user_stack_bytes: u32) -> Result<Self> {
         let btf = env.btf.as_ref().ok();
         let cc_direct = btf.and_then(|b| b.member_offset("compact_control", "direct_compaction").ok());
         let mut warnings = Vec::new();
@@ -111,6 +116,8 @@ impl ReclaimFamily {
             .into_iter()
             .map(|(name, v)| (v as u32, name.trim_start_matches("COMPACT_").to_lowercase()))
             .collect();
+        let (user_stack_config, warning) = unwind::config_or_off(&env.btf, user_stack_bytes);
+        warnings.extend(warning);
         Ok(Self {
             config: StallConfig { cc_direct: cc_direct.unwrap_or(u32::MAX), _pad: 0 },
             started_mono_ns: env.started_mono_ns,
@@ -118,6 +125,8 @@ impl ReclaimFamily {
             flavor: None,
             attached: Vec::new(),
             events: None,
+            samples: None,
+            user_stack_config,
             stalls: EventLog::new(STALLS_KEPT_MAX),
             latest: Snapshot::default(),
             reported: Snapshot::default(),
@@ -179,15 +188,15 @@ impl ReclaimFamily {
         let stacks = top
             .into_iter()
             .map(|(key, stats)| {
-                // Best effort: the process may be gone by now.
-                let mut user_stack = self.stacks.user(key.tgid, key.user_stack, ebpf);
-                symbolize::resolve_user_frames(&mut user_stack);
+                let mut user = self.stacks.row_user_stack(key.tgid, key.user_stack, ebpf);
+                symbolize::resolve_user_frames(&mut user.frames);
                 StallStack {
                     count: stats.count,
                     total_ms: stats.total_ns as f64 / 1e6,
                     pid: key.tgid,
                     kernel_stack: self.stacks.kernel(key.kernel_stack, ebpf),
-                    user_stack,
+                    user_stack: user.frames,
+                    user_stack_unwind: user.unwind,
                 }
             })
             .collect();
@@ -282,10 +291,12 @@ impl Family for ReclaimFamily {
 
     fn configure<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
         loader.override_global(maps::STALL_CONFIG, &self.config, true);
+        loader.override_global(maps::USER_STACK_CONFIG, &self.user_stack_config, true);
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, env: &KernelEnv) -> Result<()> {
         self.events = Some(watch_ring(ebpf, maps::STALL_EVENTS)?);
+        self.samples = Some(watch_ring(ebpf, maps::STALL_STACK_SAMPLES)?);
         let (present, missing) = present_tracepoints(env, TRACEPOINTS, category);
         for (tp, what) in missing {
             self.warnings.push(format!("{}:{tp} is not on this kernel: {what} not reported", category(tp)));
@@ -295,9 +306,10 @@ impl Family for ReclaimFamily {
         Ok(())
     }
 
-    fn poll_events(&mut self, cx: &mut Context<'_>, _ebpf: &Ebpf) -> Poll<()> {
+    fn poll_events(&mut self, cx: &mut Context<'_>, ebpf: &Ebpf) -> Poll<()> {
+        let samples = take_stack_samples(self.samples.as_mut(), cx, &self.stacks, ebpf);
         let Poll::Ready(batch) = drain_ring::<StallEvent>(self.events.as_mut(), cx) else {
-            return Poll::Pending;
+            return samples;
         };
         self.stalls.extend(batch, |s| s.duration_ns, |s| s.start_ns);
         Poll::Ready(())

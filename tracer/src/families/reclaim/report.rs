@@ -171,7 +171,9 @@ fn render_reclaim(out: &mut String, report: &Report) {
                 top.count, top.total_ms, top.pid
             );
             render_stack(out, "kernel", &top.kernel_stack);
-            render_stack(out, "user", &top.user_stack);
+            let title =
+                crate::families::alloc::report::user_stack_title("user", top.user_stack_unwind.as_deref());
+            render_stack(out, &title, &top.user_stack);
         }
     }
     if let Some(c) = &report.compaction {
