@@ -88,25 +88,44 @@ fn allocation_failure_user_stacks_are_those_perf_records_with_dwarf() {
     let pid = helper.read_json()["pid"].as_u64().unwrap().to_string();
     let tracer = Tracer::start(&["trace", "alloc", "--pid", &pid, "--duration", "120s", "--json"]);
     let perf_data = scratch.0.join("perf.data");
+    // perf starts with its event disabled and acknowledges "enable" on a
+    // second FIFO: then it is recording (writing its file's header, which
+    // the test waited for before, comes before the event is on; in a slow
+    // emulated guest the failures came first).
+    let (control, ack) = (scratch.0.join("perf-control"), scratch.0.join("perf-ack"));
+    for fifo in [&control, &ack] {
+        let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo {}", fifo.display());
+    }
     // Failures only (no page: pfn is -1), of this process, with 8 KiB of
     // stack per sample as tracer copies.
     let perf = Perf(
         Command::new("perf")
             .args(["record", "-q", "-e", "kmem:mm_page_alloc", "--filter", "pfn == 18446744073709551615"])
-            .args(["--call-graph", "dwarf,8192", "-p", &pid, "-o"])
+            .args(["--call-graph", "dwarf,8192", "-D", "-1", "--control"])
+            .arg(format!("fifo:{},{}", control.display(), ack.display()))
+            .args(["-p", &pid, "-o"])
             .arg(&perf_data)
             .stdout(Stdio::null())
             .spawn()
             .expect("perf runs (cargo xtask setup installs linux-perf)"),
     );
-    // perf has no ready line: it has attached once its file has a header.
-    for _ in 0..100 {
-        if std::fs::metadata(&perf_data).is_ok_and(|m| m.len() > 0) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    let (told, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::{BufRead as _, Write as _};
+        // Opening either FIFO waits for perf to open its end.
+        let mut control =
+            std::fs::OpenOptions::new().write(true).open(&control).expect("perf's control FIFO");
+        control.write_all(b"enable\n").unwrap();
+        let mut acked = String::new();
+        std::io::BufReader::new(std::fs::File::open(&ack).expect("perf's ack FIFO"))
+            .read_line(&mut acked)
+            .unwrap();
+        let _ = told.send(acked);
+    });
+    let acked =
+        answer.recv_timeout(Duration::from_secs(120)).expect("perf acknowledged 'enable' within 2 minutes");
+    assert_eq!(acked.trim(), "ack", "perf's answer to enable");
     helper.say("go");
     let result = helper.read_json();
     assert!(result["failed_creates"].as_u64().unwrap() >= 5, "helper did not provoke failures: {result}");
