@@ -58,6 +58,32 @@ struct Vmlinux {
     path: PathBuf,
     /// Running address minus link address (KASLR), from `_stext`.
     kaslr_offset: u64,
+    /// Link addresses of the kernel's text, `_stext` to `_etext`: BPF
+    /// programs and modules lie outside, and the ELF lookup would name
+    /// them after vmlinux's last symbol (`__init_scratch_end` on 6.1).
+    text: std::ops::Range<u64>,
+}
+
+impl Vmlinux {
+    /// (frame index, link address) of the frames inside the kernel's text.
+    fn inside(&self, lookups: &[u64]) -> Vec<(usize, u64)> {
+        lookups
+            .iter()
+            .map(|a| a.wrapping_sub(self.kaslr_offset))
+            .enumerate()
+            .filter(|(_, link)| self.text.contains(link))
+            .collect()
+    }
+
+    /// Fills the frames inside the kernel's text from the vmlinux.
+    fn fill(&self, symbolizer: &Symbolizer, frames: &mut [Frame], lookups: &[u64]) {
+        let inside = self.inside(lookups);
+        let link_addrs: Vec<u64> = inside.iter().map(|&(_, link)| link).collect();
+        let source = Source::Elf(Elf::new(&self.path));
+        if let Ok(syms) = symbolizer.symbolize(&source, Input::VirtOffset(&link_addrs)) {
+            fill_frames(frames, lookups, inside.iter().map(|&(i, _)| i).zip(syms.iter()));
+        }
+    }
 }
 
 impl KernelSymbolizer {
@@ -133,11 +159,7 @@ impl KernelSymbolizer {
             return;
         };
         let lookups: Vec<u64> = frames.iter().map(|f| f.addr.saturating_sub(1)).collect();
-        let link_addrs: Vec<u64> = lookups.iter().map(|a| a.wrapping_sub(vmlinux.kaslr_offset)).collect();
-        let source = Source::Elf(Elf::new(&vmlinux.path));
-        if let Ok(syms) = self.symbolizer.symbolize(&source, Input::VirtOffset(&link_addrs)) {
-            fill_frames(frames, &lookups, syms.iter().enumerate());
-        }
+        vmlinux.fill(&self.symbolizer, frames, &lookups);
     }
 
     /// Whether frames get file:line (a vmlinux was accepted).
@@ -157,11 +179,7 @@ impl KernelSymbolizer {
         // address on kernels without modules, so vmlinux is read as a plain
         // ELF file at link-time addresses.
         if let Some(vmlinux) = &self.vmlinux {
-            let link_addrs: Vec<u64> = lookups.iter().map(|a| a.wrapping_sub(vmlinux.kaslr_offset)).collect();
-            let source = Source::Elf(Elf::new(&vmlinux.path));
-            if let Ok(syms) = self.symbolizer.symbolize(&source, Input::VirtOffset(&link_addrs)) {
-                fill_frames(&mut frames, &lookups, syms.iter().enumerate());
-            }
+            vmlinux.fill(&self.symbolizer, &mut frames, &lookups);
         }
         let missing: Vec<usize> = (0..frames.len()).filter(|&i| frames[i].symbol.is_none()).collect();
         if self.kallsyms && !missing.is_empty() {
@@ -219,13 +237,22 @@ fn check_vmlinux(
         debug_syms: false,
         ..inspect::source::Elf::new(path)
     });
-    let link_stext = Inspector::new()
-        .lookup(&inspect_source, &["_stext"])
-        .ok()
-        .and_then(|found| found.into_iter().flatten().next())
-        .map(|sym| sym.addr)
+    let inspector = Inspector::new();
+    let link_address = |name: &str| {
+        inspector
+            .lookup(&inspect_source, &[name])
+            .ok()
+            .and_then(|found| found.into_iter().flatten().next())
+            .map(|sym| sym.addr)
+    };
+    let link_stext = link_address("_stext")
         .ok_or_else(|| format!("has no _stext symbol to line it up with the {whose}"))?;
-    Ok(Vmlinux { path: path.to_path_buf(), kaslr_offset: kallsyms_stext.wrapping_sub(link_stext) })
+    let link_etext = link_address("_etext").filter(|&e| e > link_stext).unwrap_or(u64::MAX);
+    Ok(Vmlinux {
+        path: path.to_path_buf(),
+        kaslr_offset: kallsyms_stext.wrapping_sub(link_stext),
+        text: link_stext..link_etext,
+    })
 }
 
 /// Where distributions put the running kernel's vmlinux with DWARF.
@@ -657,6 +684,19 @@ mod tests {
     use tempfile::TempDir;
 
     use super::*;
+
+    #[test]
+    fn only_frames_inside_the_kernels_text_are_looked_up_in_vmlinux() {
+        let vmlinux = Vmlinux {
+            path: PathBuf::from("/nonexistent"),
+            kaslr_offset: 0x1000_0000,
+            text: 0xffff_ffff_8100_0000..0xffff_ffff_8200_0000,
+        };
+        // A kernel function, a BPF program (module area), a data address
+        // past _etext.
+        let lookups = [0xffff_ffff_9100_1234, 0xffff_ffff_d0a0_0000, 0xffff_ffff_9300_0000];
+        assert_eq!(vmlinux.inside(&lookups), vec![(0, 0xffff_ffff_8100_1234)]);
+    }
 
     /// A program with a function inlined into another, which prints the
     /// address of its leaf function and the return address into its caller,
