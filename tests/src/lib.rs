@@ -576,3 +576,10 @@ pub fn assert_tp_btf(report: &serde_json::Value) {
         }
     }
 }
+
+/// How much slower than this host the machine may be: 3 inside vm-test's
+/// emulated guests (TRACER_TEST_EMULATED, set by vm-test), else 1. For
+/// the few bounds on how soon something happens.
+pub fn emulation_slowdown() -> u32 {
+    if std::env::var_os("TRACER_TEST_EMULATED").is_some() { 3 } else { 1 }
+}

@@ -512,6 +512,9 @@ else
   echo "no scratch disk: temporary files stay on tmpfs"
 fi
 export TRACER_BIN={tracer}
+# Emulated (TCG): the few tests bounding how soon something happens allow
+# for it.
+export TRACER_TEST_EMULATED=1
 # The host's Rust toolchain (the tests build a release helper with rustc).
 export PATH={toolchain}:$PATH
 {debug}
