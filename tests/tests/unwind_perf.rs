@@ -50,7 +50,7 @@ fn names(frames: impl Iterator<Item = String>) -> Vec<String> {
 
 /// The user frames of each order-3 failure perf recorded: `perf script`
 /// prints a sample's header, then a callchain line per frame
-/// (`ADDR SYMBOL+OFF (DSO)`), kernel frames first.
+/// (`ADDR SYMBOL+OFF (DSO)`), kernel frames first (left out).
 fn perf_user_stacks(script: &str) -> Vec<Vec<String>> {
     script
         .split("\n\n")
@@ -60,7 +60,13 @@ fn perf_user_stacks(script: &str) -> Vec<Vec<String>> {
                 sample
                     .lines()
                     .skip(1)
-                    .filter(|l| !l.contains("[kernel.kallsyms]") && !l.trim().is_empty())
+                    // Kernel frames by address: their DSO is
+                    // [kernel.kallsyms], or the vmlinux perf found
+                    // under /usr/lib/debug (as in vm-test's 6.1 guest).
+                    .filter(|l| {
+                        let addr = l.split_whitespace().next().and_then(|a| u64::from_str_radix(a, 16).ok());
+                        addr.is_some_and(|a| a < 0xffff_8000_0000_0000)
+                    })
                     .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string)),
             )
         })
