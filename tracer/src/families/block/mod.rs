@@ -303,7 +303,7 @@ pub fn block_rows(
             Some(before) => delta(now, before),
             None => *now,
         };
-        if delta.completed == 0 && requests_in(&delta) == 0 {
+        if requests_in(&delta) == 0 {
             continue;
         }
         let op = op_names.get(&key.op).cloned().unwrap_or_else(|| "other".into());
