@@ -65,8 +65,12 @@ fn git_commit() -> Option<String> {
     for path in [git(&["rev-parse", "--git-path", "HEAD"]), branch_ref].into_iter().flatten() {
         println!("cargo:rerun-if-changed={path}");
     }
-    if let Some(packed) = git(&["rev-parse", "--git-common-dir"]) {
-        println!("cargo:rerun-if-changed={packed}/packed-refs");
+    // Only when it exists: cargo reruns a build script watching a missing
+    // file on every build, and rebuilds tracer with it.
+    if let Some(packed) = git(&["rev-parse", "--git-common-dir"]).map(|dir| format!("{dir}/packed-refs"))
+        && std::path::Path::new(&packed).exists()
+    {
+        println!("cargo:rerun-if-changed={packed}");
     }
     Some(commit)
 }

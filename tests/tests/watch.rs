@@ -230,6 +230,69 @@ fn a_psi_trigger_fires_under_memory_cgroup_pressure() {
     assert!(memcg_stalls > 0, "the capture shows the reclaim behind the pressure: {}", report["reclaim"]);
 }
 
+/// The processes with a row in map `map` of tracer `tracer_pid` (the
+/// key's u32 at byte `tgid_at`).
+fn processes_with_rows(tracer_pid: i32, map: &str, tgid_at: usize) -> Vec<u32> {
+    run_helper(HELPER, &["bpf-map-keys", &tracer_pid.to_string(), map])
+        .lines()
+        .map(|key| {
+            let byte = |i: usize| u8::from_str_radix(&key[2 * i..2 * i + 2], 16).unwrap();
+            u32::from_le_bytes([byte(tgid_at), byte(tgid_at + 1), byte(tgid_at + 2), byte(tgid_at + 3)])
+        })
+        .collect()
+}
+
+/// A watch runs for days while processes come and go: the rows of one that
+/// exited leave the kernel's maps a few intervals later (else the maps
+/// fill with the dead and new processes' stalls are lost as "map full").
+#[test]
+fn rows_of_an_exited_process_leave_the_kernel_maps() {
+    require_root();
+    let memcg = MemCgroup::new("watch-forget");
+    memcg.set_limit(16 << 20);
+    let dir = Dir::new("forget");
+    let tracer = Tracer::start(&[
+        "watch",
+        "reclaim",
+        "--cgroup",
+        &memcg.path,
+        "--dir",
+        dir.0.to_str().unwrap(),
+        "--trigger",
+        "oom",
+    ]);
+    let file = std::env::temp_dir().join(format!("tracer-watch-forget-file-{}", std::process::id()));
+    let mut helper = Command::new(HELPER)
+        .args(["memcg-read", memcg.dir.to_str().unwrap(), file.to_str().unwrap(), "64"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = helper.id();
+    assert!(helper.wait().unwrap().success());
+    let _ = std::fs::remove_file(&file);
+    // StallKey { kind: u32, tgid: u32, memcg_id: u64 }: forgotten only
+    // once gone at two interval ends, so still there right after the exit.
+    let rows = processes_with_rows(tracer.pid(), "STALL_ROWS", 4);
+    assert!(rows.contains(&pid), "the helper's memcg reclaim has a row: {rows:?} (helper {pid})");
+    let deadline = Instant::now() + Duration::from_secs(5 * tracer_tests::emulation_slowdown() as u64);
+    // StallStackKey { kind, kernel_stack, user_stack, tgid }.
+    let mut left = (rows, processes_with_rows(tracer.pid(), "STALL_STACKS", 12));
+    while left.0.contains(&pid) || left.1.contains(&pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the exited helper's rows are still there: {left:?} (helper {pid})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        left = (
+            processes_with_rows(tracer.pid(), "STALL_ROWS", 4),
+            processes_with_rows(tracer.pid(), "STALL_STACKS", 12),
+        );
+    }
+    let done = tracer.stop();
+    assert!(done.status.success(), "{}", done.stderr);
+    assert!(!done.stderr.contains("warning: forgetting"), "{}", done.stderr);
+}
+
 /// `fsfreeze -f` on a mountpoint; thawed on drop, also when the test fails
 /// (writes held by the freeze would otherwise wait forever, and the
 /// filesystem could not be unmounted). Declared after the devices it sits

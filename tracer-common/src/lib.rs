@@ -31,6 +31,8 @@ mod pod {
     unsafe impl aya::Pod for crate::stall::StallStackKey {}
     unsafe impl aya::Pod for crate::stall::StallStackStats {}
     unsafe impl aya::Pod for crate::stall::StallConfig {}
+    unsafe impl aya::Pod for crate::stall::StallTask {}
+    unsafe impl aya::Pod for crate::stall::StallStart {}
     unsafe impl aya::Pod for crate::thp::SplitKey {}
     unsafe impl aya::Pod for crate::thp::SplitStats {}
     unsafe impl aya::Pod for crate::task::TaskFilter {}

@@ -28,6 +28,7 @@ pub const STALL_EVENTS: &str = "STALL_EVENTS";
 pub const STALL_ROWS: &str = "STALL_ROWS";
 pub const STALL_STACK_SAMPLES: &str = "STALL_STACK_SAMPLES";
 pub const STALL_STACKS: &str = "STALL_STACKS";
+pub const STALL_START: &str = "STALL_START";
 pub const TASK_FILTER: &str = "TASK_FILTER";
 pub const TASK_OFFSETS: &str = "TASK_OFFSETS";
 pub const THP_SPLITS: &str = "THP_SPLITS";
@@ -62,6 +63,7 @@ pub const ALL: &[&str] = &[
     STALL_ROWS,
     STALL_STACK_SAMPLES,
     STALL_STACKS,
+    STALL_START,
     TASK_FILTER,
     TASK_OFFSETS,
     THP_SPLITS,

@@ -159,14 +159,20 @@ pub struct RunOptions {
     /// frames in kernel stacks (else symbol+offset from /proc/kallsyms).
     #[arg(long, value_name = "PATH")]
     pub vmlinux: Option<PathBuf>,
-    /// Bytes of user stack copied at allocation failures and OOM triggers,
-    /// to unwind binaries without frame pointers from their CFI (as perf
-    /// --call-graph dwarf,8192); at most 16K. 0: frame pointers only.
+    /// Bytes of user stack copied at allocation failures and OOM triggers
+    /// (and at most once a second per process and stack of a stall or
+    /// throttle), to unwind binaries without frame pointers from their CFI
+    /// (as perf --call-graph dwarf,8192); at most 16K. 0: frame pointers
+    /// only.
     #[arg(long, value_name = "SIZE", default_value = "8K", value_parser = parse_user_stack)]
     pub user_stack: u32,
     /// Use raw tracepoints even where BTF tracepoints work.
     #[arg(long, hide = true)]
     pub force_raw_tp: bool,
+    /// Set by `watch`: only interval reports matter, so events already in
+    /// one are not kept for a whole-run report.
+    #[arg(skip)]
+    pub intervals_only: bool,
 }
 
 impl RunOptions {
@@ -177,6 +183,7 @@ impl RunOptions {
             slow_io: self.slow_io.0,
             min_order: self.min_order,
             user_stack_bytes: self.user_stack,
+            whole_run_events: !self.intervals_only,
         }
     }
 

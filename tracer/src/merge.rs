@@ -288,6 +288,8 @@ mod tests {
                 nr_reclaimed: 10,
                 untimed: 1,
                 abandoned: 0,
+                in_flight: 0,
+                in_flight_longest_ms: 0.0,
                 processes: vec![StallBreakdown {
                     pid,
                     comm: "db".into(),
@@ -316,7 +318,8 @@ mod tests {
         let b = [8_000_000];
         let intervals = [
             interval(0, |r| {
-                r.reclaim = vec![row(&a, 1, "shrink")];
+                r.reclaim =
+                    vec![StallRow { in_flight: 2, in_flight_longest_ms: 50.0, ..row(&a, 1, "shrink") }];
                 r.compaction = Some(Compaction {
                     stalls: StallRow { kind: "compaction".into(), ..row(&a, 1, "compact") },
                     attempts: 2,
@@ -324,7 +327,8 @@ mod tests {
                 });
             }),
             interval(1, |r| {
-                r.reclaim = vec![row(&b, 1, "shrink")];
+                r.reclaim =
+                    vec![StallRow { in_flight: 1, in_flight_longest_ms: 30.0, ..row(&b, 1, "shrink") }];
                 r.compaction = Some(Compaction {
                     stalls: StallRow { kind: "compaction".into(), ..row(&b, 2, "compact") },
                     attempts: 1,
@@ -335,6 +339,8 @@ mod tests {
         let whole = merge_intervals(&intervals);
         let direct = &whole.reclaim[0];
         assert_eq!((direct.count, direct.nr_reclaimed, direct.untimed), (3, 20, 2));
+        // In progress is a state: the whole run ends as its last window.
+        assert_eq!((direct.in_flight, direct.in_flight_longest_ms), (1, 30.0));
         assert!((direct.total_ms - 11.0).abs() < 1e-9);
         let expected = hist(&[1_000_000, 2_000_000, 8_000_000]);
         assert_eq!(direct.histogram, buckets_of(&expected));

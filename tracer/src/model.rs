@@ -359,6 +359,15 @@ pub struct StallRow {
     /// Begins replaced by a later begin of the same thread before their end
     /// was seen (the thread exited inside the stall, or an event was lost).
     pub abandoned: u64,
+    /// Stalls begun and not ended when the window closed, by live threads:
+    /// not in `count`, which holds ended stalls. A stall that never ends is
+    /// the one an on-call engineer most needs to see. Absent in older
+    /// captures.
+    #[serde(default)]
+    pub in_flight: u64,
+    /// How long the oldest of those had lasted when the window closed.
+    #[serde(default)]
+    pub in_flight_longest_ms: f64,
     /// Busiest processes first.
     pub processes: Vec<StallBreakdown>,
     pub cgroups: Vec<StallBreakdown>,

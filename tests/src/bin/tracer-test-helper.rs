@@ -45,6 +45,10 @@ fn main() {
             reclaim_pressure(std::path::Path::new(&args[1]), n(2), n(3));
         }
         "bpf-progs" => bpf_programs(),
+        "bpf-map-keys" => {
+            let pid: u32 = args.get(1).and_then(|v| v.parse().ok()).expect("PID");
+            bpf_map_keys(pid, args.get(2).expect("MAP NAME"));
+        }
         "empty-probes" => empty_probes(&args[1..]),
         "peak-rss" => peak_rss(&args[1..]),
         other => {
@@ -479,6 +483,59 @@ fn bpf_programs() {
         }
     }
     println!("[{}]", names.join(","));
+}
+
+/// Prints the keys, in hex, of process `pid`'s BPF map named `name` (found
+/// through the map ids in its file descriptors' fdinfo): one process's
+/// maps, however many tracers run beside it.
+fn bpf_map_keys(pid: u32, name: &str) {
+    const SYS_BPF: libc::c_long = 321;
+    const MAP_GET_NEXT_KEY: libc::c_long = 4;
+    const MAP_GET_FD_BY_ID: libc::c_long = 14;
+    const OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // struct bpf_map_info: key_size at byte 8, name at 24 (16 bytes).
+    let (key_size_at, name_at) = (8, 24);
+    let mut ids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .expect("the process's fdinfo")
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix("map_id:")?.trim().parse().ok()))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    for id in ids {
+        let by_id = [id, 0, 0, 0];
+        let fd = unsafe { libc::syscall(SYS_BPF, MAP_GET_FD_BY_ID, by_id.as_ptr(), 16) };
+        if fd < 0 {
+            continue;
+        }
+        let mut info = [0u8; 128];
+        let info_attr = [fd as u64 | ((info.len() as u64) << 32), info.as_mut_ptr() as u64];
+        let rc = unsafe { libc::syscall(SYS_BPF, OBJ_GET_INFO_BY_FD, info_attr.as_ptr(), 16) };
+        let map_name = &info[name_at..name_at + 16];
+        let end = map_name.iter().position(|&b| b == 0).unwrap_or(16);
+        if rc != 0 || map_name[..end] != name.as_bytes()[..name.len().min(15)] {
+            unsafe { libc::close(fd as i32) };
+            continue;
+        }
+        let key_size = u32::from_ne_bytes(info[key_size_at..key_size_at + 4].try_into().unwrap()) as usize;
+        let (mut key, mut next) = (vec![0u8; key_size], vec![0u8; key_size]);
+        let mut first = true;
+        loop {
+            // union bpf_attr: map_fd, key (NULL for the first), next_key.
+            let attr: [u64; 3] =
+                [fd as u64, if first { 0 } else { key.as_ptr() as u64 }, next.as_mut_ptr() as u64];
+            if unsafe { libc::syscall(SYS_BPF, MAP_GET_NEXT_KEY, attr.as_ptr(), 24) } != 0 {
+                break;
+            }
+            println!("{}", next.iter().map(|b| format!("{b:02x}")).collect::<String>());
+            key.copy_from_slice(&next);
+            first = false;
+        }
+        unsafe { libc::close(fd as i32) };
+        return;
+    }
+    panic!("process {pid} holds no BPF map named {name}");
 }
 
 /// Attaches an empty BPF program (`return 0`) to each named raw

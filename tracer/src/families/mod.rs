@@ -103,6 +103,40 @@ pub trait Family {
     }
     fn sample(&mut self, ebpf: &mut Ebpf) -> Result<()>;
     fn fill(&mut self, report: &mut Report, scope: Scope, ebpf: &Ebpf);
+    /// Processes this family keeps rows of (in its kernel maps and its
+    /// snapshots), for [`Family::forget_processes`].
+    fn row_processes(&self, _into: &mut ProcessSet) {}
+    /// `watch`: forgets every row of the processes in `gone`, in the kernel
+    /// maps and in the snapshots. They exited before the previous
+    /// interval's sample, so their rows have been reported in full. A
+    /// watch sees processes come and go for days: its maps must not fill
+    /// with the dead, nor its per-interval work grow with them.
+    fn forget_processes(&mut self, _ebpf: &mut Ebpf, _gone: &ProcessSet) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Process ids (tgids).
+pub type ProcessSet = std::collections::HashSet<u32>;
+
+/// Deletes the rows of per-CPU hash map `name` whose process is in
+/// `gone`, out of `keys` (those user space knows); returns them.
+pub fn forget_rows<K: aya::Pod + Ord, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &str,
+    keys: impl IntoIterator<Item = K>,
+    process: impl Fn(&K) -> u32,
+    gone: &ProcessSet,
+) -> Result<Vec<K>> {
+    use anyhow::Context as _;
+    let mut map: aya::maps::PerCpuHashMap<_, K, V> =
+        aya::maps::PerCpuHashMap::try_from(ebpf.map_mut(name).with_context(|| format!("{name} map"))?)?;
+    let doomed: Vec<K> = keys.into_iter().filter(|k| gone.contains(&process(k))).collect();
+    for key in &doomed {
+        // Already gone is as good.
+        let _ = map.remove(key);
+    }
+    Ok(doomed)
 }
 
 /// CLOCK_MONOTONIC in nanoseconds.
@@ -152,6 +186,9 @@ pub struct Options {
     pub min_order: u32,
     /// `--user-stack`: bytes of user stack copied for CFI unwinding.
     pub user_stack_bytes: u32,
+    /// The whole run's report lists streamed events (not `watch`, which
+    /// reports intervals only and must not grow with time).
+    pub whole_run_events: bool,
 }
 
 /// A family's [`FamilySpec`]: its name, help line, hooks and constructor;

@@ -91,6 +91,16 @@ impl StackSamples {
         }
     }
 
+    /// Forgets the samples of processes that are gone (`alive` says which
+    /// are not): for `watch`, whose interval reports no longer need them.
+    pub fn forget_exited(&mut self, alive: impl Fn(u32) -> bool) {
+        // Asked once per process.
+        let mut living = HashMap::new();
+        self.entries.retain(|key, _| *living.entry(key.tgid).or_insert_with(|| alive(key.tgid)));
+        let entries = &self.entries;
+        self.order.retain(|_, key| entries.contains_key(key));
+    }
+
     /// The latest unwound sample of `key`.
     pub fn get(&self, key: &StackSampleKey) -> Option<&UserStack> {
         self.entries.get(key).map(|e| &e.stack)
@@ -216,5 +226,17 @@ mod tests {
         }
         assert_eq!(samples.len(), 3);
         assert_eq!(samples.order.len(), 3, "the order index is bounded too");
+    }
+
+    #[test]
+    fn samples_of_exited_processes_can_be_forgotten() {
+        let mut samples = StackSamples::default();
+        for (tgid, id) in [(1, 0), (2, 0), (2, 1), (3, 0)] {
+            samples.insert(key(tgid, id), unwound(&["main"]));
+        }
+        samples.forget_exited(|tgid| tgid != 2);
+        assert_eq!(samples.len(), 2);
+        assert_eq!(samples.order.len(), 2);
+        assert!(samples.get(&key(2, 0)).is_none() && samples.get(&key(1, 0)).is_some());
     }
 }

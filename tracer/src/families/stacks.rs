@@ -22,6 +22,9 @@ use crate::{
     unwind::{UserStackSample, UserUnwinder},
 };
 
+/// Resolved kernel stacks kept (a few KiB each).
+const KERNEL_STACKS_CACHED: usize = 2048;
+
 pub struct Stacks {
     vmlinux: Option<PathBuf>,
     kernel: OnceCell<KernelSymbolizer>,
@@ -87,7 +90,12 @@ impl Stacks {
             return Vec::new();
         };
         let frames = strip_tracing_frames(self.symbolizer().symbolize(&addrs));
-        self.kernel_frames.borrow_mut().insert(id, frames.clone());
+        let mut cache = self.kernel_frames.borrow_mut();
+        // `watch` runs for days: the cache starts afresh past its bound.
+        if cache.len() >= KERNEL_STACKS_CACHED {
+            cache.clear();
+        }
+        cache.insert(id, frames.clone());
         frames
     }
 
@@ -134,6 +142,15 @@ impl Stacks {
         }
         let unwind = Some(unwound.method.map_or("none (innermost frame only)", |m| m.as_str()).to_string());
         UserStack { frames, unwind }
+    }
+
+    /// Forgets the stack samples of processes that have exited (`watch`,
+    /// after each interval report: only later intervals matter, and a long
+    /// watch sees processes come and go).
+    pub fn forget_exited(&self) {
+        self.samples
+            .borrow_mut()
+            .forget_exited(|tgid| std::path::Path::new(&format!("/proc/{tgid}")).exists());
     }
 
     /// A user stack sample of a stall or throttling pause (`tail`: what

@@ -27,7 +27,7 @@ use self::sinks::{CaptureSink, MetricsSink, Printer, ReportSink, StatusLine};
 use crate::{
     capture::{CaptureEnd, CaptureHeader},
     cli::{FamilyName, RunOptions},
-    families::{Family, FamilySpec, KernelEnv, Scope, Setup, report_order, stacks::Stacks},
+    families::{Family, FamilySpec, KernelEnv, ProcessSet, Scope, Setup, report_order, stacks::Stacks},
     kernel::{
         btf::{KernelBtf, task_offsets},
         caps,
@@ -375,6 +375,9 @@ pub fn trace(args: &RunOptions, outputs: Outputs<'_>) -> Result<ExitCode> {
         timeline: Vec::new(),
         // A watch runs for days: its time line lives in its captures.
         keep_timeline: watch_dir.is_none(),
+        forget_exited: watch_dir
+            .is_some()
+            .then(|| ForgetExited { stacks: stacks.clone(), gone_before: ProcessSet::new() }),
         intervals: 0,
         interval_start: Instant::now(),
     };
@@ -415,8 +418,51 @@ struct Run {
     filter: Vec<String>,
     timeline: Vec<TimelinePoint>,
     keep_timeline: bool,
+    forget_exited: Option<ForgetExited>,
     intervals: u64,
     interval_start: Instant,
+}
+
+/// `watch`, after each interval report: what is kept of processes that
+/// have exited goes (rows in the kernel's maps and in the snapshots, stack
+/// samples), once they were gone at two interval ends in a row: the sample
+/// in between saw all they did, and their last interval has been reported.
+struct ForgetExited {
+    stacks: Rc<Stacks>,
+    /// Processes with rows that were gone at the previous interval's end.
+    gone_before: ProcessSet,
+}
+
+impl ForgetExited {
+    fn after_interval(&mut self, ebpf: &mut Ebpf, families: &mut [Box<dyn Family>]) {
+        self.stacks.forget_exited();
+        let mut kept = ProcessSet::new();
+        for family in families.iter() {
+            family.row_processes(&mut kept);
+        }
+        let alive = |p: u32| Path::new(&format!("/proc/{p}")).exists();
+        let (gone, gone_now) = gone_twice(kept, &self.gone_before, alive);
+        if !gone.is_empty() {
+            for family in families.iter_mut() {
+                if let Err(e) = family.forget_processes(ebpf, &gone) {
+                    eprintln!("tracer: {}: warning: forgetting exited processes: {e:#}", family.name());
+                }
+            }
+        }
+        self.gone_before = gone_now;
+    }
+}
+
+/// Of the processes `kept`, those gone now and also gone before (to
+/// forget), and those gone now (to remember for next time). 0, interrupt
+/// context, is never gone.
+fn gone_twice(
+    kept: ProcessSet,
+    gone_before: &ProcessSet,
+    alive: impl Fn(u32) -> bool,
+) -> (ProcessSet, ProcessSet) {
+    let gone_now: ProcessSet = kept.into_iter().filter(|&p| p != 0 && !alive(p)).collect();
+    (gone_now.intersection(gone_before).copied().collect(), gone_now)
 }
 
 /// Time line resolution without `--interval`.
@@ -436,6 +482,9 @@ impl Run {
         }
         for sink in sinks {
             sink.interval(&report)?;
+        }
+        if let Some(forget) = &mut self.forget_exited {
+            forget.after_interval(&mut self.ebpf, &mut self.families);
         }
         self.intervals += 1;
         self.interval_start = boundary;
@@ -602,4 +651,24 @@ fn raise_memlock_limit() {
 fn humantime(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s >= 60.0 && s % 60.0 == 0.0 { format!("{}m", s as u64 / 60) } else { format!("{s}s") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_forgotten_once_gone_at_two_interval_ends() {
+        let set = |p: &[u32]| p.iter().copied().collect::<ProcessSet>();
+        let alive_only = |live: &'static [u32]| move |p: u32| live.contains(&p);
+        // 7 exits: gone at this end, not before: kept one more interval,
+        // whose sample still may see what it did last.
+        let (gone, gone_now) = gone_twice(set(&[0, 5, 7]), &set(&[]), alive_only(&[5]));
+        assert_eq!((gone, gone_now.clone()), (set(&[]), set(&[7])));
+        let (gone, gone_now) = gone_twice(set(&[0, 5, 7]), &gone_now, alive_only(&[5]));
+        assert_eq!((gone, gone_now), (set(&[7]), set(&[7])));
+        // Its pid reused by a live process: not gone.
+        let (gone, _) = gone_twice(set(&[7]), &set(&[7]), alive_only(&[7]));
+        assert!(gone.is_empty());
+    }
 }

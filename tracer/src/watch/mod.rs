@@ -31,6 +31,7 @@ pub fn run(args: &WatchArgs) -> Result<ExitCode> {
     // Before the directory and PSI files: "needs root" first.
     crate::kernel::caps::require_tracing()?;
     let mut run = args.run.clone();
+    run.intervals_only = true;
     // A slow-request trigger needs those requests reported one by one.
     for needed in args.triggers.iter().filter_map(Trigger::slow_io_needed) {
         if run.slow_io.0.is_none_or(|t| t > needed) {

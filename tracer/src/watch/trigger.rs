@@ -159,13 +159,19 @@ impl Trigger {
                 .find(|io| disk_matches(disk, &io.device) && io.latency_us > over.as_secs_f64() * 1e6)
                 .map(|io| format!("a {} {} of {:.0} us on {}", io.op, io.bytes, io.latency_us, io.device)),
             Trigger::Stall { over } => {
-                let stalls = report.stall_rows().map(|r| (r.kind.as_str(), r.latency_us.max));
+                let ended = report.stall_rows().map(|r| (r.kind.as_str(), r.latency_us.max, ""));
+                // A stall that has not ended yet may never end: it fires
+                // as soon as it is over the line.
+                let in_progress = report.stall_rows().filter(|r| r.in_flight > 0).map(|r| {
+                    (r.kind.as_str(), r.in_flight_longest_ms * 1000.0, " so far, still in progress")
+                });
                 let dirty =
-                    report.dirty.iter().flat_map(|d| &d.rows).map(|r| ("throttling", r.latency_us.max));
-                stalls
+                    report.dirty.iter().flat_map(|d| &d.rows).map(|r| ("throttling", r.latency_us.max, ""));
+                ended
+                    .chain(in_progress)
                     .chain(dirty)
-                    .find(|(_, max_us)| *max_us > over.as_secs_f64() * 1e6)
-                    .map(|(kind, max_us)| format!("a {kind} stall of {:.1} ms", max_us / 1000.0))
+                    .find(|(_, max_us, _)| *max_us > over.as_secs_f64() * 1e6)
+                    .map(|(kind, max_us, note)| format!("a {kind} stall of {:.1} ms{note}", max_us / 1000.0))
             }
             Trigger::StallTotal { over } => {
                 let total_ms: f64 = report.stall_rows().map(|r| r.total_ms).sum::<f64>()
@@ -251,5 +257,15 @@ mod tests {
         assert!(Trigger::Stall { over: Duration::from_millis(40) }.fired_by(&report).is_some());
         assert!(Trigger::Stall { over: Duration::from_millis(60) }.fired_by(&report).is_none());
         assert!(Trigger::StallTotal { over: Duration::from_millis(250) }.fired_by(&report).is_some());
+        report.reclaim.push(StallRow {
+            kind: "direct".into(),
+            in_flight: 1,
+            in_flight_longest_ms: 2_000.0,
+            ..StallRow::default()
+        });
+        assert_eq!(
+            Trigger::Stall { over: Duration::from_secs(1) }.fired_by(&report).as_deref(),
+            Some("a direct stall of 2000.0 ms so far, still in progress")
+        );
     }
 }

@@ -212,6 +212,21 @@ impl Family for AllocFamily {
         report.zone_snapshots = self.zone_snapshots.clone();
         report.warn_all(self.warnings.iter().chain(self.stacks.warnings().iter()));
     }
+
+    fn row_processes(&self, into: &mut super::ProcessSet) {
+        into.extend(self.latest.keys().map(|k| k.tgid));
+    }
+
+    fn forget_processes(&mut self, ebpf: &mut Ebpf, gone: &super::ProcessSet) -> Result<()> {
+        let keys = self.latest.keys().copied().collect::<Vec<_>>();
+        for key in super::forget_rows::<AllocKey, AllocStats>(ebpf, maps::ALLOC_ROWS, keys, |k| k.tgid, gone)?
+        {
+            self.latest.remove(&key);
+            self.reported.remove(&key);
+            self.user_stacks.remove(&key);
+        }
+        Ok(())
+    }
 }
 
 /// Sums a row over CPUs: counts add up, first is the earliest, last the

@@ -36,6 +36,7 @@ fn build(setup: &super::Setup<'_>) -> Result<Box<dyn Family>> {
         from_insert: setup.options.queued,
         disks: setup.disks.to_vec(),
         slow_io: setup.options.slow_io,
+        whole_run_events: setup.options.whole_run_events,
     };
     Ok(Box::new(BlockFamily::new(options, setup.env)?))
 }
@@ -51,6 +52,8 @@ pub struct BlockOptions {
     pub disks: Vec<(String, u32)>,
     /// Requests at least this slow are reported one by one.
     pub slow_io: Option<Duration>,
+    /// [`super::Options::whole_run_events`].
+    pub whole_run_events: bool,
 }
 
 /// Cumulative per-row totals, summed over CPUs.
@@ -94,7 +97,7 @@ impl BlockFamily {
             slow_ns: options.slow_io.map_or(u64::MAX, |d| d.as_nanos().min(u64::MAX as u128 - 1) as u64),
             started_mono_ns: env.started_mono_ns,
             events: None,
-            slow: EventLog::new(SLOW_IOS_KEPT),
+            slow: EventLog::new(SLOW_IOS_KEPT, options.whole_run_events),
             options,
             offsets,
             op_names,
@@ -243,7 +246,7 @@ impl Family for BlockFamily {
             })
             .collect();
         slow.sort_by(|a, b| b.latency_us.total_cmp(&a.latency_us));
-        report.slow_ios_dropped = self.slow.dropped() + slow.len().saturating_sub(SLOW_IOS_KEPT) as u64;
+        report.slow_ios_dropped = self.slow.dropped(scope) + slow.len().saturating_sub(SLOW_IOS_KEPT) as u64;
         slow.truncate(SLOW_IOS_KEPT);
         report.slow_ios = slow;
     }

@@ -188,6 +188,20 @@ impl Family for DirtyFamily {
         Ok(())
     }
 
+    fn row_processes(&self, into: &mut super::ProcessSet) {
+        into.extend(self.latest.keys().map(|k| k.tgid));
+    }
+
+    fn forget_processes(&mut self, ebpf: &mut Ebpf, gone: &super::ProcessSet) -> Result<()> {
+        let keys = self.latest.keys().copied().collect::<Vec<_>>();
+        for key in super::forget_rows::<DirtyKey, DirtyStats>(ebpf, maps::DIRTY_ROWS, keys, |k| k.tgid, gone)?
+        {
+            self.latest.remove(&key);
+            self.reported.remove(&key);
+        }
+        Ok(())
+    }
+
     fn fill(&mut self, report: &mut Report, scope: Scope, ebpf: &Ebpf) {
         let base = match scope {
             Scope::Interval => std::mem::replace(&mut self.reported, self.latest.clone()),

@@ -18,8 +18,8 @@ use tracer_common::{
     stall::{
         COMPACT_ATTEMPTS, COMPACT_RESULT_BASE, COMPACT_RESULTS, KSWAPD_AWAKE_NS, KSWAPD_SLEEPS, KSWAPD_WAKES,
         KSWAPD_WAKEUPS_REQUESTED, STALL_ABANDONED, STALL_COMPACTION, STALL_COUNT_SLOTS, STALL_DIRECT_RECLAIM,
-        STALL_MEMCG_RECLAIM, STALL_UNMATCHED_END, StallConfig, StallEvent, StallKey, StallStackKey,
-        StallStackStats, StallStats,
+        STALL_KINDS, STALL_MEMCG_RECLAIM, STALL_UNMATCHED_END, StallConfig, StallEvent, StallKey,
+        StallStackKey, StallStackStats, StallStart, StallStats, StallTask,
     },
     ustack::UserStackConfig,
 };
@@ -49,7 +49,7 @@ pub const FAMILY: super::FamilySpec = super::family_spec!(
 );
 
 fn build(setup: &super::Setup<'_>) -> Result<Box<dyn Family>> {
-    Ok(Box::new(ReclaimFamily::new(setup.env, setup.stacks.clone(), setup.options.user_stack_bytes)?))
+    Ok(Box::new(ReclaimFamily::new(setup.env, setup.stacks.clone(), setup.options)?))
 }
 
 /// (tracepoint, required, what for).
@@ -80,6 +80,36 @@ struct Snapshot {
     rows: BTreeMap<StallKey, StallStats>,
     stacks: BTreeMap<StallStackKey, StallStackStats>,
     counts: Vec<u64>,
+    /// Stalls in progress when sampled, by kind: a state, not a count to
+    /// difference.
+    in_flight: [InFlightNow; STALL_KINDS as usize],
+}
+
+/// Stalls of one kind in progress.
+#[derive(Default, Clone, Copy, Debug, PartialEq)]
+struct InFlightNow {
+    count: u64,
+    /// How long the oldest has lasted so far.
+    longest_ns: u64,
+}
+
+/// Stalls in progress, by kind, from the kernel's map of begins. A thread
+/// that exited inside a stall leaves its begin there until the LRU evicts
+/// it: only threads still alive count.
+fn in_flight_now(
+    starts: impl Iterator<Item = (StallTask, StallStart)>,
+    now_ns: u64,
+    alive: impl Fn(u32) -> bool,
+) -> [InFlightNow; STALL_KINDS as usize] {
+    let mut by_kind = [InFlightNow::default(); STALL_KINDS as usize];
+    for (task, start) in starts {
+        let Some(kind) = by_kind.get_mut(task.kind as usize) else { continue };
+        if alive(task.pid) {
+            kind.count += 1;
+            kind.longest_ns = kind.longest_ns.max(now_ns.saturating_sub(start.ts_ns));
+        }
+    }
+    by_kind
 }
 
 pub struct ReclaimFamily {
@@ -101,8 +131,10 @@ pub struct ReclaimFamily {
 }
 
 impl ReclaimFamily {
-    /// `user_stack_bytes`: `--user-stack`, the stack copied per sample.
-    pub fn new(env: &KernelEnv, stacks: Rc<Stacks>, user_stack_bytes: u32) -> Result<Self> {
+    /// `options.user_stack_bytes`: `--user-stack`, the stack copied per
+    /// sample.
+    pub fn new(env: &KernelEnv, stacks: Rc<Stacks>, options: &super::Options) -> Result<Self> {
+        let user_stack_bytes = options.user_stack_bytes;
         let btf = env.btf.as_ref().ok();
         let cc_direct = btf.and_then(|b| b.member_offset("compact_control", "direct_compaction").ok());
         let mut warnings = Vec::new();
@@ -127,7 +159,7 @@ impl ReclaimFamily {
             events: None,
             samples: None,
             user_stack_config,
-            stalls: EventLog::new(STALLS_KEPT_MAX),
+            stalls: EventLog::new(STALLS_KEPT_MAX, options.whole_run_events),
             latest: Snapshot::default(),
             reported: Snapshot::default(),
             cgroups: Cgroups::find(),
@@ -209,6 +241,9 @@ impl ReclaimFamily {
             nr_reclaimed: reclaimed,
             untimed,
             abandoned,
+            // A state, set by `fill` from the sample.
+            in_flight: 0,
+            in_flight_longest_ms: 0.0,
             processes,
             cgroups,
             stacks,
@@ -232,6 +267,11 @@ fn breakdown(
         latency_us: Percentiles::of(hist),
         nr_reclaimed,
     }
+}
+
+fn set_in_flight(row: &mut StallRow, now: InFlightNow) {
+    row.in_flight = now.count;
+    row.in_flight_longest_ms = now.longest_ns as f64 / 1e6;
 }
 
 pub fn kind_name(kind: u32) -> &'static str {
@@ -276,7 +316,7 @@ fn delta(latest: &Snapshot, base: &Snapshot) -> Snapshot {
         .enumerate()
         .map(|(i, v)| v.saturating_sub(*base.counts.get(i).unwrap_or(&0)))
         .collect();
-    Snapshot { rows, stacks, counts }
+    Snapshot { rows, stacks, counts, in_flight: latest.in_flight }
 }
 
 impl Family for ReclaimFamily {
@@ -337,7 +377,18 @@ impl Family for ReclaimFamily {
             PerCpuArray::try_from(ebpf.map(maps::STALL_COUNTS).context(maps::STALL_COUNTS)?)?;
         let counts =
             (0..STALL_COUNT_SLOTS).map(|i| counts.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0)).collect();
-        self.latest = Snapshot { rows, stacks, counts };
+        let mut starts: aya::maps::HashMap<_, StallTask, StallStart> =
+            aya::maps::HashMap::try_from(ebpf.map_mut(maps::STALL_START).context(maps::STALL_START)?)?;
+        let begins: Vec<(StallTask, StallStart)> = starts.iter().flatten().collect();
+        let alive = |tid: u32| std::path::Path::new(&format!("/proc/{tid}")).exists();
+        let in_flight = in_flight_now(begins.iter().copied(), super::monotonic_ns(), alive);
+        // A thread that exited inside a stall never ends it: its begin goes
+        // (else each interval would look it up again, until the LRU evicts
+        // it).
+        for (task, _) in begins.iter().filter(|(task, _)| !alive(task.pid)) {
+            let _ = starts.remove(task);
+        }
+        self.latest = Snapshot { rows, stacks, counts, in_flight };
         Ok(())
     }
 
@@ -355,6 +406,10 @@ impl Family for ReclaimFamily {
                 self.stall_row(kind, &d, untimed, abandoned, ebpf)
             })
             .collect();
+        for row in &mut report.reclaim {
+            let kind = if row.kind == "direct" { STALL_DIRECT_RECLAIM } else { STALL_MEMCG_RECLAIM };
+            set_in_flight(row, d.in_flight[kind as usize]);
+        }
         let results = (0..COMPACT_RESULTS)
             .filter(|&r| count(COMPACT_RESULT_BASE + r) > 0)
             .map(|r| NamedCount {
@@ -362,17 +417,16 @@ impl Family for ReclaimFamily {
                 count: count(COMPACT_RESULT_BASE + r),
             })
             .collect();
-        report.compaction = Some(Compaction {
-            stalls: self.stall_row(
-                STALL_COMPACTION,
-                &d,
-                count(STALL_UNMATCHED_END + STALL_COMPACTION),
-                count(STALL_ABANDONED + STALL_COMPACTION),
-                ebpf,
-            ),
-            attempts: count(COMPACT_ATTEMPTS),
-            results,
-        });
+        let mut compaction = self.stall_row(
+            STALL_COMPACTION,
+            &d,
+            count(STALL_UNMATCHED_END + STALL_COMPACTION),
+            count(STALL_ABANDONED + STALL_COMPACTION),
+            ebpf,
+        );
+        set_in_flight(&mut compaction, d.in_flight[STALL_COMPACTION as usize]);
+        report.compaction =
+            Some(Compaction { stalls: compaction, attempts: count(COMPACT_ATTEMPTS), results });
         report.kswapd = Some(Kswapd {
             wakes: count(KSWAPD_WAKES),
             sleeps: count(KSWAPD_SLEEPS),
@@ -402,8 +456,35 @@ impl Family for ReclaimFamily {
             });
         }
         report.stalls = stalls;
-        report.stalls_dropped = self.stalls.dropped();
+        report.stalls_dropped = self.stalls.dropped(scope);
         report.warn_all(self.warnings.iter().chain(self.stacks.warnings().iter()));
+    }
+
+    fn row_processes(&self, into: &mut super::ProcessSet) {
+        into.extend(self.latest.rows.keys().map(|k| k.tgid));
+        into.extend(self.latest.stacks.keys().map(|k| k.tgid));
+    }
+
+    fn forget_processes(&mut self, ebpf: &mut Ebpf, gone: &super::ProcessSet) -> Result<()> {
+        let keys = self.latest.rows.keys().copied().collect::<Vec<_>>();
+        for key in super::forget_rows::<StallKey, StallStats>(ebpf, maps::STALL_ROWS, keys, |k| k.tgid, gone)?
+        {
+            self.latest.rows.remove(&key);
+            self.reported.rows.remove(&key);
+        }
+        let keys = self.latest.stacks.keys().copied().collect::<Vec<_>>();
+        let forgotten = super::forget_rows::<StallStackKey, StallStackStats>(
+            ebpf,
+            maps::STALL_STACKS,
+            keys,
+            |k| k.tgid,
+            gone,
+        )?;
+        for key in forgotten {
+            self.latest.stacks.remove(&key);
+            self.reported.stacks.remove(&key);
+        }
+        Ok(())
     }
 }
 
@@ -433,11 +514,13 @@ mod tests {
             rows: [(key, stats(&[1_000_000], 10))].into(),
             stacks: BTreeMap::new(),
             counts: vec![1, 0, 0],
+            ..Snapshot::default()
         };
         let latest = Snapshot {
             rows: [(key, stats(&[1_000_000, 3_000_000, 5_000_000], 40))].into(),
             stacks: BTreeMap::new(),
             counts: vec![4, 0, 0],
+            ..Snapshot::default()
         };
         let d = delta(&latest, &base);
         let row = d.rows[&key];
@@ -445,5 +528,29 @@ mod tests {
         assert_eq!(row.latency.sum_ns, 8_000_000);
         assert_eq!(row.reclaimed, 30);
         assert_eq!(d.counts, vec![3, 0, 0]);
+    }
+
+    #[test]
+    fn stalls_in_flight_count_live_threads_by_kind() {
+        let begin = |pid, kind, ts_ns| {
+            (
+                StallTask { pid, kind },
+                StallStart { ts_ns, order: 0, gfp_flags: 0, kernel_stack: -1, user_stack: -1 },
+            )
+        };
+        let starts = [
+            begin(10, STALL_DIRECT_RECLAIM, 1_000),
+            begin(11, STALL_DIRECT_RECLAIM, 4_000),
+            // Exited inside the stall: its begin stays in the LRU map.
+            begin(12, STALL_DIRECT_RECLAIM, 10),
+            begin(10, STALL_COMPACTION, 9_000),
+        ];
+        let now = in_flight_now(starts.into_iter(), 10_000, |tid| tid != 12);
+        assert_eq!(now[STALL_DIRECT_RECLAIM as usize], InFlightNow { count: 2, longest_ns: 9_000 });
+        assert_eq!(now[STALL_MEMCG_RECLAIM as usize], InFlightNow::default());
+        assert_eq!(now[STALL_COMPACTION as usize], InFlightNow { count: 1, longest_ns: 1_000 });
+        // A state, not a count: an interval's delta keeps the latest.
+        let latest = Snapshot { in_flight: now, ..Snapshot::default() };
+        assert_eq!(delta(&latest, &Snapshot::default()).in_flight, now);
     }
 }

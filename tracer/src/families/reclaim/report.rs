@@ -14,7 +14,7 @@ use crate::{
 
 /// The summary line: stall time by kind.
 pub fn summary(report: &Report) -> String {
-    let rows: Vec<&StallRow> = report.stall_rows().filter(|r| r.count > 0).collect();
+    let rows: Vec<&StallRow> = report.stall_rows().filter(|r| r.count + r.in_flight > 0).collect();
     if rows.is_empty() {
         return "no reclaim or compaction stalls".into();
     }
@@ -22,16 +22,33 @@ pub fn summary(report: &Report) -> String {
         .iter()
         .map(|r| {
             format!(
-                "{} {} {}, {:.1} ms (longest {} us)",
+                "{} {} {}, {:.1} ms (longest {} us){}",
                 kind_title(&r.kind),
                 r.count,
                 plural(r.count, "stall"),
                 r.total_ms,
-                us(r.latency_us.max)
+                us(r.latency_us.max),
+                in_flight_note(r)
             )
         })
         .collect();
     parts.join("; ")
+}
+
+/// ", 2 still in progress (the oldest 1.2 s so far)", or nothing.
+fn in_flight_note(row: &StallRow) -> String {
+    if row.in_flight == 0 {
+        return String::new();
+    }
+    format!(
+        ", {} still in progress at the end (the oldest {} so far)",
+        row.in_flight,
+        human_ms(row.in_flight_longest_ms)
+    )
+}
+
+fn human_ms(ms: f64) -> String {
+    if ms >= 1000.0 { format!("{:.1} s", ms / 1000.0) } else { format!("{ms:.1} ms") }
 }
 
 fn kind_title(kind: &str) -> &'static str {
@@ -110,7 +127,7 @@ fn render_reclaim(out: &mut String, report: &Report) {
         };
         let _ = writeln!(
             out,
-            "\n{title}: {} stalls, {:.1} ms in total{}{}",
+            "\n{title}: {} stalls, {:.1} ms in total{}{}{}",
             row.count,
             row.total_ms,
             if row.kind == "compaction" {
@@ -122,7 +139,8 @@ fn render_reclaim(out: &mut String, report: &Report) {
                 format!(" ({} untimed: began before tracing; {} abandoned)", row.untimed, row.abandoned)
             } else {
                 String::new()
-            }
+            },
+            in_flight_note(row)
         );
         if row.count == 0 {
             continue;
@@ -247,6 +265,9 @@ fn merge_stall_row(into: &mut StallRow, row: &StallRow) {
     into.nr_reclaimed += row.nr_reclaimed;
     into.untimed += row.untimed;
     into.abandoned += row.abandoned;
+    // A state at the end of a window: the later window's holds.
+    into.in_flight = row.in_flight;
+    into.in_flight_longest_ms = row.in_flight_longest_ms;
     for p in &row.processes {
         match into.processes.iter_mut().find(|q| (q.pid, &q.cgroup) == (p.pid, &p.cgroup)) {
             Some(q) => merge_breakdown(q, p),

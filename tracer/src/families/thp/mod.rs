@@ -181,6 +181,23 @@ impl Family for ThpFamily {
         Ok(())
     }
 
+    fn row_processes(&self, into: &mut super::ProcessSet) {
+        into.extend(self.splits.keys().map(|k| k.tgid));
+    }
+
+    fn forget_processes(&mut self, ebpf: &mut Ebpf, gone: &super::ProcessSet) -> Result<()> {
+        if self.method == Method::Vmstat {
+            return Ok(());
+        }
+        let keys = self.splits.keys().copied().collect::<Vec<_>>();
+        for key in super::forget_rows::<SplitKey, SplitStats>(ebpf, maps::THP_SPLITS, keys, |k| k.tgid, gone)?
+        {
+            self.splits.remove(&key);
+            self.splits_reported.remove(&key);
+        }
+        Ok(())
+    }
+
     fn fill(&mut self, report: &mut Report, scope: Scope, ebpf: &Ebpf) {
         let base = match scope {
             Scope::Interval => std::mem::replace(&mut self.reported, self.latest.clone()),
