@@ -102,6 +102,8 @@ fn soak(tracer: &Path, helper: &Path, minutes: u64) -> Result<()> {
     let early_at = if total >= Duration::from_secs(600) { Duration::from_secs(300) } else { total / 5 };
     let started = Instant::now();
     let (mut early, mut cycles) = (None, 0u64);
+    // RSS every ten minutes: flat, or still climbing at the end?
+    let mut next_reading = Duration::from_secs(600);
     println!("xtask: soak: tracer watch (pid {pid}) for {minutes} min; a workload cycle every ~20 s");
     while started.elapsed() < total {
         let mut io = util::direct_io_workload(scratch.path(), Duration::from_secs(5))?;
@@ -119,6 +121,14 @@ fn soak(tracer: &Path, helper: &Path, minutes: u64) -> Result<()> {
                 early.unwrap().0
             );
         }
+        if started.elapsed() >= next_reading {
+            let (rss, cpu) = rss_and_cpu(pid);
+            println!(
+                "xtask: soak: after {:.0} min: RSS {rss} KiB, CPU {cpu:.1} s, {cycles} cycles",
+                started.elapsed().as_secs_f64() / 60.0
+            );
+            next_reading += Duration::from_secs(600);
+        }
         std::thread::sleep(Duration::from_secs(15));
     }
     let (rss_end, cpu) = rss_and_cpu(pid);
@@ -127,6 +137,7 @@ fn soak(tracer: &Path, helper: &Path, minutes: u64) -> Result<()> {
     let captures: Vec<PathBuf> =
         std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     let mut lost = 0u64;
+    let mut lost_by_reason: std::collections::BTreeMap<String, u64> = Default::default();
     for capture in &captures {
         let out = Command::new(tracer).args(["report", "--format", "json"]).arg(capture).output()?;
         let text = String::from_utf8_lossy(&out.stdout);
@@ -134,6 +145,10 @@ fn soak(tracer: &Path, helper: &Path, minutes: u64) -> Result<()> {
             text.lines().last().and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         {
             lost += last["lost_events"].as_u64().unwrap_or(0);
+            for reason in last["lost"].as_array().into_iter().flatten() {
+                *lost_by_reason.entry(reason["reason"].as_str().unwrap_or("?").to_string()).or_default() +=
+                    reason["count"].as_u64().unwrap_or(0);
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -141,7 +156,7 @@ fn soak(tracer: &Path, helper: &Path, minutes: u64) -> Result<()> {
     println!(
         "xtask: soak: {minutes} min, {cycles} workload cycles: RSS {rss_early} KiB at {:.0} min, {rss_end} KiB at \
          the end ({:+.1}%), peak {peak} KiB; CPU {cpu:.1} s ({:.2}% of one core; {:.1} s before the first RSS reading); \
-         {} captures kept in --dir, {lost} lost events in them",
+         {} captures kept in --dir, {lost} lost events in them {lost_by_reason:?}",
         early_at.as_secs_f64() / 60.0,
         (rss_end as f64 / rss_early.max(1) as f64 - 1.0) * 100.0,
         cpu / total.as_secs_f64() * 100.0,
@@ -590,8 +605,8 @@ fn reclaim(tracer: &Path, args: &BenchArgs) -> Result<()> {
     })?;
     println!(
         "\nreclaim: tracer loses {:.2}% of read throughput under pressure, drsnoop {:.2}%; \
-         without the user-stack copy tracer loses {:.2}% (the copy is taken at allocation failures and OOM \
-         triggers only; reclaim stalls keep frame-pointer stacks)",
+         without the user-stack copy tracer loses {:.2}% (the copy is taken at allocation failures, OOM \
+         triggers, and at most once a second per process and stack of a stall or throttle)",
         (1.0 - medians[1] / medians[0]) * 100.0,
         (1.0 - medians[3] / medians[0]) * 100.0,
         (1.0 - medians[2] / medians[0]) * 100.0
