@@ -230,21 +230,23 @@ fn a_psi_trigger_fires_under_memory_cgroup_pressure() {
     assert!(memcg_stalls > 0, "the capture shows the reclaim behind the pressure: {}", report["reclaim"]);
 }
 
-/// The processes with a row in map `map` of tracer `tracer_pid` (the
-/// key's u32 at byte `tgid_at`).
-fn processes_with_rows(tracer_pid: i32, map: &str, tgid_at: usize) -> Vec<u32> {
+/// The u32 at byte `at` of each key of map `map` of tracer `tracer_pid`
+/// (the process of a row, a stack id...).
+fn key_fields(tracer_pid: i32, map: &str, at: usize) -> Vec<u32> {
     run_helper(HELPER, &["bpf-map-keys", &tracer_pid.to_string(), map])
         .lines()
         .map(|key| {
             let byte = |i: usize| u8::from_str_radix(&key[2 * i..2 * i + 2], 16).unwrap();
-            u32::from_le_bytes([byte(tgid_at), byte(tgid_at + 1), byte(tgid_at + 2), byte(tgid_at + 3)])
+            u32::from_le_bytes([byte(at), byte(at + 1), byte(at + 2), byte(at + 3)])
         })
         .collect()
 }
 
 /// A watch runs for days while processes come and go: the rows of one that
-/// exited leave the kernel's maps a few intervals later (else the maps
-/// fill with the dead and new processes' stalls are lost as "map full").
+/// exited leave the kernel's maps a few intervals later, and its user
+/// stacks leave the stack map (else the maps fill with the dead, and new
+/// processes' stalls and stacks are lost as "map full" and "stack capture
+/// failed").
 #[test]
 fn rows_of_an_exited_process_leave_the_kernel_maps() {
     require_root();
@@ -272,21 +274,33 @@ fn rows_of_an_exited_process_leave_the_kernel_maps() {
     let _ = std::fs::remove_file(&file);
     // StallKey { kind: u32, tgid: u32, memcg_id: u64 }: forgotten only
     // once gone at two interval ends, so still there right after the exit.
-    let rows = processes_with_rows(tracer.pid(), "STALL_ROWS", 4);
+    let rows = key_fields(tracer.pid(), "STALL_ROWS", 4);
     assert!(rows.contains(&pid), "the helper's memcg reclaim has a row: {rows:?} (helper {pid})");
+    // StallStackKey { kind, kernel_stack, user_stack, tgid }: the helper's
+    // user stacks (the watch is filtered to its cgroup: no one else's).
+    let user_stacks: Vec<u32> = key_fields(tracer.pid(), "STALL_STACKS", 8)
+        .into_iter()
+        .zip(key_fields(tracer.pid(), "STALL_STACKS", 12))
+        .filter(|&(id, tgid)| tgid == pid && (id as i32) >= 0)
+        .map(|(id, _)| id)
+        .collect();
+    assert!(!user_stacks.is_empty(), "the helper's stalls have user stacks");
     let deadline = Instant::now() + Duration::from_secs(5 * tracer_tests::emulation_slowdown() as u64);
-    // StallStackKey { kind, kernel_stack, user_stack, tgid }.
-    let mut left = (rows, processes_with_rows(tracer.pid(), "STALL_STACKS", 12));
-    while left.0.contains(&pid) || left.1.contains(&pid) {
+    let left = || {
+        let stacks = key_fields(tracer.pid(), "STACKS", 0);
+        (
+            key_fields(tracer.pid(), "STALL_ROWS", 4).contains(&pid),
+            key_fields(tracer.pid(), "STALL_STACKS", 12).contains(&pid),
+            user_stacks.iter().filter(|id| stacks.contains(id)).count(),
+        )
+    };
+    while left() != (false, false, 0) {
         assert!(
             Instant::now() < deadline,
-            "the exited helper's rows are still there: {left:?} (helper {pid})"
+            "the exited helper's rows and user stacks are still there: {:?} (helper {pid}, stacks {user_stacks:?})",
+            left()
         );
         std::thread::sleep(Duration::from_millis(200));
-        left = (
-            processes_with_rows(tracer.pid(), "STALL_ROWS", 4),
-            processes_with_rows(tracer.pid(), "STALL_STACKS", 12),
-        );
     }
     let done = tracer.stop();
     assert!(done.status.success(), "{}", done.stderr);

@@ -114,7 +114,14 @@ pub trait Family {
     fn forget_processes(&mut self, _ebpf: &mut Ebpf, _gone: &ProcessSet) -> Result<()> {
         Ok(())
     }
+    /// User stack ids (in the shared `STACKS` map) that this family's rows
+    /// and stalls in progress refer to, as last sampled: a user stack id
+    /// none refers to after [`Family::forget_processes`] can go.
+    fn user_stack_ids(&self, _into: &mut StackIdSet) {}
 }
+
+/// Stack ids of the shared `STACKS` map.
+pub type StackIdSet = std::collections::HashSet<i32>;
 
 /// Process ids (tgids).
 pub type ProcessSet = std::collections::HashSet<u32>;

@@ -13,6 +13,7 @@ use tracer_common::{
     ustack::{StackSampleEvent, StackSampleKey},
 };
 
+use anyhow::{Context as _, Result};
 use aya::{Ebpf, maps::StackTraceMap};
 
 use super::stack_samples::StackSamples;
@@ -151,6 +152,18 @@ impl Stacks {
         self.samples
             .borrow_mut()
             .forget_exited(|tgid| std::path::Path::new(&format!("/proc/{tgid}")).exists());
+    }
+
+    /// Deletes user stacks `ids` from the `STACKS` map (no row refers to
+    /// them any more): the map would fill with the stacks of processes long
+    /// gone, and every new stack would fail to be captured.
+    pub fn forget_user_stacks(&self, ebpf: &mut Ebpf, ids: impl IntoIterator<Item = i32>) -> Result<usize> {
+        let mut map = StackTraceMap::try_from(ebpf.map_mut(maps::STACKS).context(maps::STACKS)?)?;
+        let mut forgotten = 0;
+        for id in ids.into_iter().filter(|&id| id >= 0) {
+            forgotten += usize::from(map.remove(&(id as u32)).is_ok());
+        }
+        Ok(forgotten)
     }
 
     /// A user stack sample of a stall or throttling pause (`tail`: what

@@ -27,7 +27,9 @@ use self::sinks::{CaptureSink, MetricsSink, Printer, ReportSink, StatusLine};
 use crate::{
     capture::{CaptureEnd, CaptureHeader},
     cli::{FamilyName, RunOptions},
-    families::{Family, FamilySpec, KernelEnv, ProcessSet, Scope, Setup, report_order, stacks::Stacks},
+    families::{
+        Family, FamilySpec, KernelEnv, ProcessSet, Scope, Setup, StackIdSet, report_order, stacks::Stacks,
+    },
     kernel::{
         btf::{KernelBtf, task_offsets},
         caps,
@@ -443,10 +445,27 @@ impl ForgetExited {
         let alive = |p: u32| Path::new(&format!("/proc/{p}")).exists();
         let (gone, gone_now) = gone_twice(kept, &self.gone_before, alive);
         if !gone.is_empty() {
+            let user_stacks = |families: &[Box<dyn Family>]| {
+                let mut ids = StackIdSet::new();
+                families.iter().for_each(|f| f.user_stack_ids(&mut ids));
+                ids
+            };
+            let before = user_stacks(families);
             for family in families.iter_mut() {
                 if let Err(e) = family.forget_processes(ebpf, &gone) {
                     eprintln!("tracer: {}: warning: forgetting exited processes: {e:#}", family.name());
                 }
+            }
+            // Sampled afresh: a live process's row made since the interval's
+            // sample may share a stack id with the dead (same addresses).
+            for family in families.iter_mut() {
+                if let Err(e) = family.sample(ebpf) {
+                    eprintln!("tracer: {}: warning: reading its maps: {e:#}", family.name());
+                }
+            }
+            let after = user_stacks(families);
+            if let Err(e) = self.stacks.forget_user_stacks(ebpf, before.difference(&after).copied()) {
+                eprintln!("tracer: warning: forgetting the user stacks of exited processes: {e:#}");
             }
         }
         self.gone_before = gone_now;

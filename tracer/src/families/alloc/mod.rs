@@ -217,6 +217,10 @@ impl Family for AllocFamily {
         into.extend(self.latest.keys().map(|k| k.tgid));
     }
 
+    fn user_stack_ids(&self, into: &mut super::StackIdSet) {
+        into.extend(self.latest.keys().map(|k| k.user_stack));
+    }
+
     fn forget_processes(&mut self, ebpf: &mut Ebpf, gone: &super::ProcessSet) -> Result<()> {
         let keys = self.latest.keys().copied().collect::<Vec<_>>();
         for key in super::forget_rows::<AllocKey, AllocStats>(ebpf, maps::ALLOC_ROWS, keys, |k| k.tgid, gone)?

@@ -83,6 +83,9 @@ struct Snapshot {
     /// Stalls in progress when sampled, by kind: a state, not a count to
     /// difference.
     in_flight: [InFlightNow; STALL_KINDS as usize],
+    /// The user stack ids of stalls in progress (their rows are made at
+    /// the end).
+    begin_user_stacks: Vec<i32>,
 }
 
 /// Stalls of one kind in progress.
@@ -316,7 +319,7 @@ fn delta(latest: &Snapshot, base: &Snapshot) -> Snapshot {
         .enumerate()
         .map(|(i, v)| v.saturating_sub(*base.counts.get(i).unwrap_or(&0)))
         .collect();
-    Snapshot { rows, stacks, counts, in_flight: latest.in_flight }
+    Snapshot { rows, stacks, counts, in_flight: latest.in_flight, begin_user_stacks: Vec::new() }
 }
 
 impl Family for ReclaimFamily {
@@ -388,7 +391,8 @@ impl Family for ReclaimFamily {
         for (task, _) in begins.iter().filter(|(task, _)| !alive(task.pid)) {
             let _ = starts.remove(task);
         }
-        self.latest = Snapshot { rows, stacks, counts, in_flight };
+        let begin_user_stacks = begins.iter().map(|(_, start)| start.user_stack).collect();
+        self.latest = Snapshot { rows, stacks, counts, in_flight, begin_user_stacks };
         Ok(())
     }
 
@@ -458,6 +462,11 @@ impl Family for ReclaimFamily {
         report.stalls = stalls;
         report.stalls_dropped = self.stalls.dropped(scope);
         report.warn_all(self.warnings.iter().chain(self.stacks.warnings().iter()));
+    }
+
+    fn user_stack_ids(&self, into: &mut super::StackIdSet) {
+        into.extend(self.latest.stacks.keys().map(|k| k.user_stack));
+        into.extend(self.latest.begin_user_stacks.iter().copied());
     }
 
     fn row_processes(&self, into: &mut super::ProcessSet) {
