@@ -193,7 +193,9 @@ impl BlockStat {
 /// attached.
 pub struct Tracer {
     child: Option<Child>,
-    stdout: mpsc::Receiver<String>,
+    /// Everything printed on stdout so far, and a message when it ended.
+    stdout_text: std::sync::Arc<std::sync::Mutex<String>>,
+    stdout_ended: mpsc::Receiver<()>,
     stderr_lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
@@ -230,11 +232,27 @@ impl Tracer {
             .spawn()
             .expect("starting tracer");
         let mut stdout = child.stdout.take().unwrap();
-        let (out_tx, out_rx) = mpsc::channel();
+        let stdout_text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (ended_tx, stdout_ended) = mpsc::channel();
+        let text = stdout_text.clone();
         std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stdout.read_to_string(&mut text);
-            let _ = out_tx.send(text);
+            let mut chunk = [0u8; 8192];
+            let mut pending = Vec::new();
+            while let Ok(n) = stdout.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                pending.extend_from_slice(&chunk[..n]);
+                // Whole UTF-8 characters only; the rest waits for more.
+                let valid = match std::str::from_utf8(&pending) {
+                    Ok(s) => s.len(),
+                    Err(e) => e.valid_up_to(),
+                };
+                text.lock().unwrap().push_str(std::str::from_utf8(&pending[..valid]).unwrap());
+                pending.drain(..valid);
+            }
+            text.lock().unwrap().push_str(&String::from_utf8_lossy(&pending));
+            let _ = ended_tx.send(());
         });
         let stderr_lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -248,7 +266,7 @@ impl Tracer {
                 lines.lock().unwrap().push(line);
             }
         });
-        let mut tracer = Self { child: Some(child), stdout: out_rx, stderr_lines };
+        let mut tracer = Self { child: Some(child), stdout_text, stdout_ended, stderr_lines };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if ready_rx.recv_timeout(Duration::from_millis(100)).is_ok() {
@@ -264,6 +282,11 @@ impl Tracer {
 
     pub fn pid(&self) -> i32 {
         self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// What the tracer has printed on stdout so far.
+    pub fn stdout_so_far(&self) -> String {
+        self.stdout_text.lock().unwrap().clone()
     }
 
     /// What the tracer has printed on stderr so far, line by line.
@@ -295,7 +318,8 @@ impl Tracer {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let stdout = self.stdout.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+        let _ = self.stdout_ended.recv_timeout(Duration::from_secs(10));
+        let stdout = std::mem::take(&mut *self.stdout_text.lock().unwrap());
         std::thread::sleep(Duration::from_millis(50));
         let stderr = self.stderr_lines.lock().unwrap().join("\n");
         Finished { status, stdout, stderr }

@@ -129,8 +129,12 @@ fn allocation_failure_user_stacks_are_those_perf_records_with_dwarf() {
             .unwrap();
         let _ = told.send(acked);
     });
-    let acked =
-        answer.recv_timeout(Duration::from_secs(120)).expect("perf acknowledged 'enable' within 2 minutes");
+    // perf reads the binaries' DWARF before it opens its FIFOs: minutes in
+    // an emulated guest sharing the host with others.
+    let wait = Duration::from_secs(120 * tracer_tests::emulation_slowdown() as u64);
+    let acked = answer
+        .recv_timeout(wait)
+        .unwrap_or_else(|e| panic!("perf acknowledged 'enable' within {wait:?}: {e}"));
     assert_eq!(acked.trim(), "ack", "perf's answer to enable");
     helper.say("go");
     let result = helper.read_json();
