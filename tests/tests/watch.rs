@@ -264,18 +264,15 @@ fn rows_of_an_exited_process_leave_the_kernel_maps() {
         "oom",
     ]);
     let file = std::env::temp_dir().join(format!("tracer-watch-forget-file-{}", std::process::id()));
-    let mut helper = Command::new(HELPER)
-        .args(["memcg-read", memcg.dir.to_str().unwrap(), file.to_str().unwrap(), "64"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = helper.id();
-    assert!(helper.wait().unwrap().success());
-    let _ = std::fs::remove_file(&file);
-    // StallKey { kind: u32, tgid: u32, memcg_id: u64 }: forgotten only
-    // once gone at two interval ends, so still there right after the exit.
+    let mut helper = Helper::start(
+        HELPER,
+        &["memcg-read", memcg.dir.to_str().unwrap(), file.to_str().unwrap(), "64", "wait"],
+    );
+    helper.read_json();
+    let pid = helper.pid();
+    // Read while the helper is alive: its rows are kept until it has been
+    // gone at two interval ends.
     let rows = key_fields(tracer.pid(), "STALL_ROWS", 4);
-    assert!(rows.contains(&pid), "the helper's memcg reclaim has a row: {rows:?} (helper {pid})");
     // StallStackKey { kind, kernel_stack, user_stack, tgid }: the helper's
     // user stacks (the watch is filtered to its cgroup: no one else's).
     let user_stacks: Vec<u32> = key_fields(tracer.pid(), "STALL_STACKS", 8)
@@ -284,6 +281,10 @@ fn rows_of_an_exited_process_leave_the_kernel_maps() {
         .filter(|&(id, tgid)| tgid == pid && (id as i32) >= 0)
         .map(|(id, _)| id)
         .collect();
+    helper.say("exit");
+    assert!(helper.wait().success());
+    let _ = std::fs::remove_file(&file);
+    assert!(rows.contains(&pid), "the helper's memcg reclaim has a row: {rows:?} (helper {pid})");
     assert!(!user_stacks.is_empty(), "the helper's stalls have user stacks");
     // Two interval ends after the exit, however late a loaded machine
     // makes them.

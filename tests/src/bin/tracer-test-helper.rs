@@ -38,6 +38,11 @@ fn main() {
         "memcg-read" => {
             let mb: usize = args.get(3).and_then(|v| v.parse().ok()).expect("MB");
             memcg_read(std::path::Path::new(&args[1]), std::path::Path::new(&args[2]), mb);
+            // `wait`: stays until told to `exit` (the test reads the tracer's
+            // maps while this process is alive).
+            if args.get(4).is_some_and(|a| a == "wait") {
+                wait_for("exit");
+            }
         }
         "reclaim-pressure" => {
             let n =
