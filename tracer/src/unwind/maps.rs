@@ -26,6 +26,13 @@ pub struct Mapping {
     pub path: String,
 }
 
+/// Whether an executable mapping of `text` (`/proc/PID/maps`) holds `ip`:
+/// not in the map of a process whose memory is being torn down (an OOM
+/// victim being reaped).
+pub fn executes(text: &str, ip: u64) -> bool {
+    parse_maps(text).iter().any(|m| m.executable && m.range.contains(&ip))
+}
+
 /// Parses `/proc/PID/maps` text; lines it does not understand are skipped.
 pub fn parse_maps(text: &str) -> Vec<Mapping> {
     text.lines().filter_map(parse_maps_line).collect()

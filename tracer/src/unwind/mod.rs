@@ -271,12 +271,15 @@ impl UserUnwinder {
     pub fn unwind(&mut self, pid: u32, mm: Option<u64>, sample: &UserStackSample) -> Unwound {
         let mut maps = maps::read_maps(pid);
         let mut snapshot_mm = None;
-        if maps.is_none()
+        // Gone, or its map already torn down past the sampled instruction.
+        if maps.as_deref().is_none_or(|text| !maps::executes(text, sample.ip))
             && let (Some(mm), Some(snapshots)) = (mm, &self.snapshots)
         {
             let mut snapshots = snapshots.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(snapshot) = snapshots.get(pid, mm) {
-                log::debug!("process {pid} gone: unwinding from the map taken as it entered reclaim");
+                log::debug!(
+                    "process {pid} gone or torn down: unwinding from the map taken as it entered reclaim"
+                );
                 maps = Some(snapshot.maps.clone());
                 snapshot_mm = Some(mm);
             }

@@ -301,3 +301,15 @@ fn reads_the_sample_after_an_event() {
     };
     assert_eq!(UserStackSample::from_record_tail(long).unwrap().stack.len(), 0);
 }
+
+/// A victim being reaped has a map without its code: the unwinder then
+/// takes the snapshot of the same address space.
+#[test]
+fn a_map_torn_down_past_the_instruction_does_not_execute_it() {
+    let live = "55a471ed3000-55a471ed4000 r-xp 00001000 fe:01 1234 /usr/bin/app\n\
+                7f0000000000-7f0000001000 rw-p 00000000 00:00 0 \n";
+    assert!(maps::executes(live, 0x55a471ed37ca));
+    let torn = "7f0000000000-7f0000001000 rw-p 00000000 00:00 0 \n";
+    assert!(!maps::executes(torn, 0x55a471ed37ca));
+    assert!(!maps::executes(live, 0x7f0000000010), "data is not code");
+}
