@@ -146,6 +146,12 @@ pub fn forget_rows<K: aya::Pod + Ord, V: aya::Pod>(
     Ok(doomed)
 }
 
+/// Whether process or thread `id` exists (a thread's id works too, though
+/// /proc lists only processes).
+pub fn process_exists(id: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{id}")).exists()
+}
+
 /// CLOCK_MONOTONIC in nanoseconds.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };

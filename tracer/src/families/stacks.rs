@@ -149,9 +149,7 @@ impl Stacks {
     /// after each interval report: only later intervals matter, and a long
     /// watch sees processes come and go).
     pub fn forget_exited(&self) {
-        self.samples
-            .borrow_mut()
-            .forget_exited(|tgid| std::path::Path::new(&format!("/proc/{tgid}")).exists());
+        self.samples.borrow_mut().forget_exited(super::process_exists);
     }
 
     /// Deletes user stacks `ids` from the `STACKS` map (no row refers to

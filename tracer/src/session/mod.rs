@@ -206,7 +206,7 @@ impl SharedGlobals {
         };
         let mut filter = TaskFilter::default();
         if let Some(pid) = args.pid {
-            if pid == 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            if pid == 0 || !crate::families::process_exists(pid) {
                 bail!("no process with pid {pid}");
             }
             filter.tgid = pid;
@@ -442,8 +442,7 @@ impl ForgetExited {
         for family in families.iter() {
             family.row_processes(&mut kept);
         }
-        let alive = |p: u32| Path::new(&format!("/proc/{p}")).exists();
-        let (gone, gone_now) = gone_twice(kept, &self.gone_before, alive);
+        let (gone, gone_now) = gone_twice(kept, &self.gone_before, crate::families::process_exists);
         if !gone.is_empty() {
             let user_stacks = |families: &[Box<dyn Family>]| {
                 let mut ids = StackIdSet::new();

@@ -383,7 +383,7 @@ impl Family for ReclaimFamily {
         let mut starts: aya::maps::HashMap<_, StallTask, StallStart> =
             aya::maps::HashMap::try_from(ebpf.map_mut(maps::STALL_START).context(maps::STALL_START)?)?;
         let begins: Vec<(StallTask, StallStart)> = starts.iter().flatten().collect();
-        let alive = |tid: u32| std::path::Path::new(&format!("/proc/{tid}")).exists();
+        let alive = super::process_exists;
         let in_flight = in_flight_now(begins.iter().copied(), super::monotonic_ns(), alive);
         // A thread that exited inside a stall never ends it: its begin goes
         // (else each interval would look it up again, until the LRU evicts
